@@ -1,0 +1,54 @@
+"""The ``unetzoo`` command line: thin parsers that call the library.
+
+Each sub-command lives in ``unetzoo/cli/<name>_cmd.py`` and defines
+``add_parser(subparsers)`` which registers its parser and sets ``func`` (a callable taking the
+parsed ``argparse.Namespace`` and returning an exit code). Command modules import heavy
+libraries (torch, timm) inside ``func`` only, so ``unetzoo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _command_modules() -> list[str]:
+    import unetzoo.cli as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.endswith("_cmd"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from unetzoo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="unetzoo",
+        description="The U-Net segmentation model zoo: list, inspect, train, evaluate, predict, convert, share.",
+    )
+    parser.add_argument("--version", action="version", version=f"unetzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        importlib.import_module(f"unetzoo.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

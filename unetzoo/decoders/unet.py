@@ -1,0 +1,231 @@
+"""The U-Net decoder ("unetUp" design) for any encoder, and the ``unet-*`` builder.
+
+The decoder knows only the encoder's channel and reduction lists. Each block upsamples the
+deeper feature to the skip's size, concatenates the skip, and applies two 3x3 convolutions.
+When the shallowest feature is below full resolution (ResNet: stride 2), extra blocks without
+a skip upsample by 2 until the output is at the input's resolution (the seed's ``up_conv``).
+
+With the defaults (bilinear x2 with ``align_corners=True``, ``cat([skip, up])``, ReLU, no
+norm, widths 512-256-128-64, a 1x1 head) this is exactly the bubbliiiing/unet-pytorch
+decoder; ``decoder_channels=(256, 128, 64, 32, 16), decoder_norm="bn", upsample="nearest",
+skip_first=False, head_kernel=3`` is smp's ``Unet`` decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UnetDecoder", "build_unet", "SEED_DECODER_CHANNELS"]
+
+SEED_DECODER_CHANNELS = (512, 256, 128, 64)
+Upsample = Literal["bilinear", "nearest", "transpose"]
+
+
+def _act(name: str | None) -> nn.Module | None:
+    if name is None or name == "none":
+        return None
+    table = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU, "silu": lambda: nn.SiLU(inplace=True)}
+    if name not in table:
+        raise ValueError(f"decoder_act={name!r} is not supported; choose one of {sorted(table)} or None")
+    return table[name]()
+
+
+def _norm(name: str | None, channels: int) -> nn.Module | None:
+    if name is None or name == "none":
+        return None
+    if name in ("bn", "batchnorm"):
+        return nn.BatchNorm2d(channels)
+    if name in ("gn", "groupnorm"):
+        return nn.GroupNorm(min(32, channels), channels)
+    raise ValueError(f"decoder_norm={name!r} is not supported; choose 'bn', 'gn' or None")
+
+
+class ConvNormAct(nn.Sequential):
+    """3x3 conv (bias only without a norm) -> optional norm -> optional activation."""
+
+    def __init__(self, cin: int, cout: int, norm: str | None, act: str | None) -> None:
+        norm_layer = _norm(norm, cout)
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=norm_layer is None)]
+        for extra in (norm_layer, _act(act)):
+            if extra is not None:
+                layers.append(extra)
+        super().__init__(*layers)
+
+
+class UpBlock(nn.Module):
+    """Upsample ``x`` to the skip's size, concatenate the skip (if any), two 3x3 convs."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        *,
+        upsample: Upsample = "bilinear",
+        align_corners: bool = True,
+        skip_first: bool = True,
+        norm: str | None = None,
+        act: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        if upsample not in ("bilinear", "nearest", "transpose"):
+            raise ValueError(f"upsample={upsample!r} is not supported; choose 'bilinear', 'nearest' or 'transpose'")
+        self.mode = upsample
+        self.align_corners = align_corners
+        self.skip_first = skip_first
+        self.up = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2) if upsample == "transpose" else None
+        self.conv1 = ConvNormAct(in_channels + skip_channels, out_channels, norm, act)
+        self.conv2 = ConvNormAct(out_channels, out_channels, norm, act)
+
+    def _upsample(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        if self.up is not None:
+            x = self.up(x)
+            if tuple(x.shape[-2:]) == tuple(size):
+                return x
+        if self.mode == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is None:
+            x = self._upsample(x, (x.shape[-2] * 2, x.shape[-1] * 2))
+        else:
+            x = self._upsample(x, skip.shape[-2:])
+            x = torch.cat([skip, x] if self.skip_first else [x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+def default_decoder_channels(num_blocks: int) -> tuple[int, ...]:
+    """The seed's widths (512, 256, 128, 64) fitted to ``num_blocks`` skip blocks."""
+    if num_blocks <= len(SEED_DECODER_CHANNELS):
+        return SEED_DECODER_CHANNELS[len(SEED_DECODER_CHANNELS) - num_blocks :]
+    return (512,) * (num_blocks - len(SEED_DECODER_CHANNELS)) + SEED_DECODER_CHANNELS
+
+
+class UnetDecoder(nn.Module):
+    """U-Net decoder built from an encoder's channel and reduction lists.
+
+    Args:
+        encoder_channels: channels of each encoder feature, shallowest first.
+        encoder_reductions: stride of each feature, shallowest first.
+        decoder_channels: output widths, deepest block first: one per skip block, then
+            optionally one per extra (skip-less) upsampling block; missing extra widths
+            repeat the last one. ``None`` = the seed's 512-256-128-64.
+        upsample, align_corners, skip_first, norm, act: see :class:`UpBlock`.
+    """
+
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        encoder_reductions: Sequence[int],
+        decoder_channels: Sequence[int] | None = None,
+        *,
+        upsample: Upsample = "bilinear",
+        align_corners: bool = True,
+        skip_first: bool = True,
+        norm: str | None = None,
+        act: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        if len(encoder_channels) != len(encoder_reductions) or len(encoder_channels) < 2:
+            raise ValueError(
+                f"need at least two encoder features with matching channels/reductions, got "
+                f"{list(encoder_channels)} / {list(encoder_reductions)}"
+            )
+        num_skip = len(encoder_channels) - 1
+        first = encoder_reductions[0]
+        num_extra = int(round(math.log2(first)))
+        if 2**num_extra != first:
+            raise ValueError(f"the shallowest feature's stride must be a power of 2, got {first}")
+        widths = list(decoder_channels) if decoder_channels is not None else list(default_decoder_channels(num_skip))
+        if not num_skip <= len(widths) <= num_skip + num_extra:
+            raise ValueError(
+                f"decoder_channels has {len(widths)} entries; this encoder needs {num_skip} "
+                f"(one per skip block) to {num_skip + num_extra} (plus {num_extra} extra upsampling blocks)"
+            )
+        widths += [widths[-1]] * (num_skip + num_extra - len(widths))
+        kw = dict(upsample=upsample, align_corners=align_corners, skip_first=skip_first, norm=norm, act=act)
+        blocks, cin = [], encoder_channels[-1]
+        for i in range(num_skip):
+            skip = encoder_channels[-2 - i]
+            blocks.append(UpBlock(cin, skip, widths[i], **kw))
+            cin = widths[i]
+        extra = []
+        for w in widths[num_skip:]:
+            extra.append(UpBlock(cin, 0, w, **kw))
+            cin = w
+        self.blocks = nn.ModuleList(blocks)
+        self.extra = nn.ModuleList(extra)
+        self.out_channels = cin
+        self.widths = tuple(widths)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        skips = features[-2::-1]
+        for block, skip in zip(self.blocks, skips):
+            x = block(x, skip)
+        for block in self.extra:
+            x = block(x)
+        return x
+
+
+def build_unet(
+    encoder,
+    *,
+    num_classes: int = 21,
+    in_chans: int = 3,
+    decoder_channels: Sequence[int] | None = None,
+    upsample: Upsample = "bilinear",
+    align_corners: bool = True,
+    skip_first: bool = True,
+    decoder_norm: str | None = None,
+    decoder_act: str | None = "relu",
+    head_kernel: int = 1,
+    maxpool_quirk: bool = False,
+    out_indices: Sequence[int] | None = None,
+    drop_path_rate: float | None = None,
+):
+    """Builder of every ``unet-<encoder>`` model (see :class:`UnetDecoder` for the options).
+
+    Args:
+        encoder: the :class:`~unetzoo.registry.EncoderSpec` to build.
+        num_classes: output channels (logits).
+        in_chans: input channels.
+        head_kernel: kernel of the final convolution (1 as in the seed, 3 as in smp).
+        maxpool_quirk: torchvision ResNet only; see
+            :class:`~unetzoo.encoders.torchvision.ResNetEncoder`.
+        out_indices: timm only: which feature levels to tap.
+        drop_path_rate: timm only: stochastic depth in the encoder.
+    """
+    from unetzoo.encoders import create_encoder
+    from unetzoo.model import SegmentationModel
+
+    options = {}
+    if maxpool_quirk:
+        if encoder.source != "torchvision":
+            raise ValueError("maxpool_quirk=True applies only to torchvision ResNet encoders (unet-resnet50)")
+        options["maxpool_quirk"] = True  # the VGG encoder rejects it with its own error
+    for key, value in (("out_indices", out_indices), ("drop_path_rate", drop_path_rate)):
+        if value is not None:
+            if encoder.source != "timm":
+                raise ValueError(f"{key} applies only to timm encoders, not {encoder.source} {encoder.name!r}")
+            options[key] = value
+    enc = create_encoder(encoder, in_chans=in_chans, **options)
+    decoder = UnetDecoder(
+        enc.channels,
+        enc.reductions,
+        decoder_channels,
+        upsample=upsample,
+        align_corners=align_corners,
+        skip_first=skip_first,
+        norm=decoder_norm,
+        act=decoder_act,
+    )
+    head = nn.Conv2d(decoder.out_channels, num_classes, head_kernel, padding=head_kernel // 2)
+    return SegmentationModel(enc, decoder, head)

@@ -1,0 +1,114 @@
+"""What every encoder provides to the decoders and to transfer learning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Encoder", "adapt_input_conv", "load_native_state_dict"]
+
+
+class Encoder(nn.Module):
+    """A backbone that returns a pyramid of features, shallowest first.
+
+    Subclasses set:
+        channels: channels of each feature.
+        reductions: stride of each feature relative to the input (1, 2, 4, ...).
+        first_conv: name, in the backbone's *native* key layout, of the first convolution
+            (``"conv1"``, ``"features.0"``): the weight that ``in_chans`` adaptation rewrites.
+    """
+
+    channels: tuple[int, ...]
+    reductions: tuple[int, ...]
+    first_conv: str
+    in_chans: int
+
+    def stages(self) -> list[nn.Module]:
+        """The modules that compute each feature, in order (stage ``i`` ends at feature ``i``).
+
+        ``freeze_encoder(stages=k)`` freezes ``stages()[:k]``.
+        """
+        raise NotImplementedError
+
+    def native_to_local(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Map a state dict in the backbone's native key layout to this module's keys.
+
+        Returns the mapped dict and the native keys that have no place here (classifier,
+        unused later stages), which callers report rather than silently drop.
+        """
+        own = self.state_dict()
+        mapped, unused = {}, []
+        for key, value in state_dict.items():
+            if key in own:
+                mapped[key] = value
+            else:
+                unused.append(key)
+        return mapped, unused
+
+    @property
+    def output_stride(self) -> int:
+        return max(self.reductions)
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt a pretrained first-conv kernel (out, 3, k, k) to ``in_chans`` input channels.
+
+    One channel gets the sum of the RGB kernels (a grey image then gives the same response
+    as the colour image it came from); ``N`` channels repeat the RGB kernels cyclically and
+    scale them by ``3 / N`` so the activation magnitude stays the same.
+    """
+    if weight.ndim != 4:
+        raise ValueError(f"expected a 4-d conv weight, got shape {tuple(weight.shape)}")
+    src = weight.shape[1]
+    if src == in_chans:
+        return weight
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_chans == 1:
+        out = weight.sum(dim=1, keepdim=True)
+    else:
+        reps = -(-in_chans // src)
+        out = weight.repeat(1, reps, 1, 1)[:, :in_chans] * (src / in_chans)
+    return out.to(dtype)
+
+
+def load_native_state_dict(
+    encoder: Encoder,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "state dict",
+    ignore_unused: Sequence[str] = (),
+) -> list[str]:
+    """Load backbone weights given in the backbone's native key layout, strictly.
+
+    The first convolution is adapted to ``encoder.in_chans``. Keys the encoder does not use
+    (a classifier, stages past the last tapped feature) are returned; keys the encoder needs
+    but the state dict lacks, or shapes that differ, raise one ``ValueError`` naming
+    ``source`` and the first few offending keys.
+    """
+    state_dict = dict(state_dict)
+    conv_key = f"{encoder.first_conv}.weight"
+    if conv_key in state_dict:
+        state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], encoder.in_chans)
+    mapped, unused = encoder.native_to_local(state_dict)
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
+    mismatched = [
+        f"{k}: expected {tuple(own[k].shape)}, found {tuple(v.shape)}"
+        for k, v in mapped.items()
+        if tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or mismatched:
+        parts = [f"cannot load encoder weights from {source} into {type(encoder).__name__}"]
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches, e.g. {mismatched[:5]}")
+        if unused:
+            parts.append(f"{len(unused)} keys not used by the encoder, e.g. {unused[:5]}")
+        parts.append("check that the weights belong to this backbone")
+        raise ValueError("; ".join(parts))
+    encoder.load_state_dict(mapped, strict=False)
+    return [k for k in unused if not any(k.startswith(p) for p in ignore_unused)]

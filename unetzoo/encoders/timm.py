@@ -1,0 +1,87 @@
+"""Encoders built from any timm backbone that supports ``features_only``.
+
+Channels and reductions come from timm's ``feature_info``; nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from unetzoo.encoders.base import Encoder
+
+__all__ = ["TimmEncoder"]
+
+
+class TimmEncoder(Encoder):
+    """A timm ``features_only`` backbone.
+
+    Args:
+        name: timm model name (``"resnet34"``, ``"tf_efficientnet_lite0"``).
+        in_chans: input channels; timm builds the first convolution accordingly.
+        out_indices: which feature levels to tap (timm's default: all).
+        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        in_chans: int = 3,
+        out_indices: Sequence[int] | None = None,
+        **timm_kwargs,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(features_only=True, pretrained=False, in_chans=in_chans, **timm_kwargs)
+        if out_indices is not None:
+            kwargs["out_indices"] = tuple(out_indices)
+        try:
+            self.model = timm.create_model(name, **kwargs)
+        except RuntimeError as err:
+            raise ValueError(f"timm backbone {name!r} cannot be used as a U-Net encoder: {err}") from err
+        self.name = name
+        self.in_chans = in_chans
+        self.channels = tuple(self.model.feature_info.channels())
+        self.reductions = tuple(self.model.feature_info.reduction())
+        self.first_conv = self.model.pretrained_cfg.get("first_conv") or ""
+
+    def stages(self) -> list[nn.Module]:
+        """Group timm's top-level modules into one stage per tapped feature."""
+        return_layers = getattr(self.model, "return_layers", None)
+        if not return_layers:  # hook-based feature extractors: the whole backbone is one stage
+            return [self.model]
+        stages, current = [], []
+        for child_name, child in self.model.named_children():
+            current.append(child)
+            if child_name in return_layers:
+                stages.append(nn.ModuleList(current))
+                current = []
+        return stages
+
+    def native_to_local(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Map full-model keys (``stem.0.weight``) to timm's flattened feature-net keys.
+
+        timm's ``FeatureListNet`` flattens one level of ``nn.Sequential`` (``stem.0`` becomes
+        ``stem_0``) and drops everything after the last tapped module.
+        """
+        own = self.model.state_dict()
+        children = {n for n, _ in self.model.named_children()}
+        mapped, unused = {}, []
+        for key, value in state_dict.items():
+            parts = key.split(".")
+            local = key
+            if parts[0] not in children and len(parts) > 2 and f"{parts[0]}_{parts[1]}" in children:
+                local = ".".join([f"{parts[0]}_{parts[1]}", *parts[2:]])
+            if local not in own and f"model.{key}" in own:  # hook-based wrappers keep the model whole
+                local = f"model.{key}"
+            if local in own:
+                mapped[f"model.{local}"] = value
+            else:
+                unused.append(key)
+        return mapped, unused
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))

@@ -1,0 +1,250 @@
+"""Model classes: what every unetzoo network can do, and the encoder-decoder U-Net.
+
+:class:`UnetZooModel` is the base of every network in the zoo (timm/torchvision U-Nets and
+the classic reproductions). It carries the constructor configuration (for saving and
+reloading), input validation, padding to the network's stride, transfer-learning controls
+(freezing with norm statistics frozen too, stage-wise freezing, optimizer parameter groups)
+and the Hub methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ModelConfig", "UnetZooModel", "SegmentationModel"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The constructor arguments a model was built with: enough to build it again.
+
+    Attributes:
+        name: registry name, with the weights tag if one was requested.
+        num_classes, in_chans: output and input channels.
+        options: every other architecture option, resolved (defaults included).
+    """
+
+    name: str
+    num_classes: int
+    in_chans: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`unetzoo.create` that rebuild this architecture."""
+        return {"num_classes": self.num_classes, "in_chans": self.in_chans, **self.options}
+
+
+class UnetZooModel(nn.Module):
+    """Base class of every network in the zoo.
+
+    Subclasses implement :meth:`encoder_stages` (the contracting path, stage by stage) and
+    set :attr:`in_chans`, :attr:`num_classes` and :attr:`pad_multiple`.
+    """
+
+    config: ModelConfig | None = None
+    in_chans: int
+    num_classes: int
+    #: inputs are zero-padded to a multiple of this (then cropped back); None = no padding
+    pad_multiple: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frozen_stages: int = 0  # how many encoder stages are frozen (-1 = the whole encoder)
+
+    # ------------------------------------------------------------------ structure
+    def encoder_stages(self) -> list[nn.Module]:
+        """The contracting path, stage by stage (stage ``i`` ends at feature ``i``)."""
+        raise NotImplementedError
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """Every module of the encoder (by default: the stages)."""
+        return self.encoder_stages()
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        seen: set[int] = set()
+        for module in self.encoder_modules():
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def decoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter that is not the encoder's (decoder and head)."""
+        enc = {id(p) for p in self.encoder_parameters()}
+        return (p for p in self.parameters() if id(p) not in enc)
+
+    # ------------------------------------------------------------------ input handling
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a float (N, in_chans, H, W) tensor."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape (N, {self.in_chans}, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(
+                f"expected a 4-d input (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; "
+                "add a batch dimension with x.unsqueeze(0)"
+            )
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected {self.in_chans} input channels (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; "
+                f"build the model with in_chans={x.shape[1]} or convert the images"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point input, got {x.dtype}; convert with x.float() (and normalise, "
+                "e.g. unetzoo.transforms_for(model))"
+            )
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        if not m:
+            return x, h, w
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw or torch.compiler.is_compiling():
+            x = F.pad(x, (0, pw, 0, ph))
+        return x, h, w
+
+    # ------------------------------------------------------------------ transfer learning
+    def freeze_encoder(self, stages: int | None = None) -> "UnetZooModel":
+        """Freeze the encoder, or only its first ``stages`` stages.
+
+        Frozen parameters get ``requires_grad=False`` and frozen modules stay in eval mode
+        (norm running statistics do not change, dropout is off), also after ``model.train()``.
+        Returns the model, so calls chain.
+        """
+        self.unfreeze_encoder()
+        if stages is None:
+            self._frozen_stages = -1
+        else:
+            n = len(self.encoder_stages())
+            if not 0 <= stages <= n:
+                raise ValueError(f"stages must be between 0 and {n} (this encoder has {n} stages), got {stages}")
+            self._frozen_stages = stages
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self._apply_frozen_modes()
+        return self
+
+    def unfreeze_encoder(self) -> "UnetZooModel":
+        """Undo :meth:`freeze_encoder`: gradients on, and modules follow ``model.training``."""
+        for module in self._frozen_modules():
+            module.requires_grad_(True)
+            module.train(self.training)
+        self._frozen_stages = 0
+        return self
+
+    # the seed project's names
+    def freeze_backbone(self) -> "UnetZooModel":
+        """Alias of :meth:`freeze_encoder` (the name used by bubbliiiing/unet-pytorch)."""
+        return self.freeze_encoder()
+
+    def unfreeze_backbone(self) -> "UnetZooModel":
+        """Alias of :meth:`unfreeze_encoder`."""
+        return self.unfreeze_encoder()
+
+    @property
+    def frozen_stages(self) -> int | None:
+        """Number of frozen encoder stages; ``None`` when the whole encoder is frozen."""
+        return None if self._frozen_stages == -1 else self._frozen_stages
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self._frozen_stages == -1:
+            return self.encoder_modules()
+        return self.encoder_stages()[: self._frozen_stages]
+
+    def _apply_frozen_modes(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+
+    def train(self, mode: bool = True) -> "UnetZooModel":
+        super().train(mode)
+        self._apply_frozen_modes()
+        return self
+
+    def param_groups(
+        self,
+        *,
+        decoder_lr: float,
+        encoder_lr: float | None = None,
+        weight_decay: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: encoder and decoder, each split by weight decay.
+
+        Biases and norm weights (every parameter with fewer than 2 dimensions) get no weight
+        decay. Frozen parameters are included, so the same optimizer keeps working after
+        :meth:`unfreeze_encoder` (they have no gradient while frozen, and optimizers skip them).
+
+        Example:
+            >>> opt = torch.optim.AdamW(model.param_groups(encoder_lr=1e-5, decoder_lr=1e-4, weight_decay=1e-2))
+        """
+        encoder_lr = decoder_lr if encoder_lr is None else encoder_lr
+        groups = []
+        for name, params, lr in (
+            ("encoder", list(self.encoder_parameters()), encoder_lr),
+            ("decoder", list(self.decoder_parameters()), decoder_lr),
+        ):
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]
+            for suffix, ps, wd in (("", decay, weight_decay), ("_no_decay", no_decay, 0.0)):
+                if ps:
+                    groups.append({"name": name + suffix, "params": ps, "lr": lr, "weight_decay": wd})
+        return groups
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, save_directory, **kwargs):
+        """Write ``model.safetensors`` + ``config.json`` + ``README.md`` (see :mod:`unetzoo.hub`)."""
+        from unetzoo.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Publish the model to the Hugging Face Hub (see :func:`unetzoo.hub.push_to_hub`)."""
+        from unetzoo.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class SegmentationModel(UnetZooModel):
+    """Encoder + U-Net decoder + head; returns full-resolution logits for any input size.
+
+    Inputs whose height or width is not a multiple of the encoder's output stride are
+    zero-padded at the bottom/right and the output is cropped back, so the output always has
+    the input's size; on sizes that need no padding the result is exactly the unpadded network's.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+        self.in_chans = encoder.in_chans
+        self.num_classes = head.out_channels
+        self.pad_multiple = encoder.output_stride
+
+    def encoder_stages(self) -> list[nn.Module]:
+        return self.encoder.stages()
+
+    def encoder_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x, h, w = self._pad(x)
+        out = self.head(self.decoder(self.encoder(x)))
+        return out[..., :h, :w]
+
+    def features(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        """The encoder's feature pyramid for ``x`` (already padded to the stride)."""
+        return self.encoder(x)
