@@ -38,6 +38,10 @@ _EXPORTS: dict[str, str] = {
     "from_pretrained": "unetzoo.hub",
     # inference
     "predict": "unetzoo.inference",
+    # fine-tuning building blocks
+    "SegmentationFolder": "unetzoo.data",
+    "build_loss": "unetzoo.losses",
+    "ConfusionMatrix": "unetzoo.metrics",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -60,7 +64,10 @@ if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
     from unetzoo.decoders.original import original_output_size, valid_input_sizes
     from unetzoo.factory import ModelInfo, create, model_info
     from unetzoo.hub import from_pretrained
+    from unetzoo.data import SegmentationFolder
     from unetzoo.inference import predict
+    from unetzoo.losses import build_loss
+    from unetzoo.metrics import ConfusionMatrix
     from unetzoo.model import SegmentationModel, UnetZooModel
     from unetzoo.registry import (
         EncoderSpec,

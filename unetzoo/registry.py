@@ -194,6 +194,8 @@ def parse_name(name: str) -> tuple[str, str | None]:
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     match = _NAME_RE.match(name.strip())
     if match is None:
+        if _NAME_RE.match(name.strip().lower()):
+            raise UnknownModelError(f"invalid model name {name!r}: names are lower case; use {name.strip().lower()!r}")
         raise UnknownModelError(
             f"invalid model name {name!r}: expected '<arch>-<encoder>[.<weights tag>]' in lower case, "
             "e.g. 'unet-resnet50' or 'unet-resnet50.tv_in1k'"

@@ -46,7 +46,11 @@ class TimmEncoder(Encoder):
         self.in_chans = in_chans
         self.channels = tuple(self.model.feature_info.channels())
         self.reductions = tuple(self.model.feature_info.reduction())
-        self.first_conv = self.model.pretrained_cfg.get("first_conv") or ""
+        cfg = self.model.pretrained_cfg
+        self.first_conv = cfg.get("first_conv") or ""
+        # token models (ViT, Swin, ...) are built for one input size; say so instead of failing deep inside
+        self.fixed_input_size = tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
+        self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
 
     def stages(self) -> list[nn.Module]:
         """Group timm's top-level modules into one stage per tapped feature."""
@@ -84,4 +88,13 @@ class TimmEncoder(Encoder):
         return mapped, unused
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.model(x))
+        if self.fixed_input_size is not None and tuple(x.shape[-2:]) != self.fixed_input_size:
+            h, w = self.fixed_input_size
+            raise ValueError(
+                f"the timm backbone {self.name!r} only accepts {h}x{w} inputs (timm fixed_input_size), got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or run unetzoo.predict(model, image, tile={h})"
+            )
+        features = self.model(x)
+        if self._channels_last_output:  # some timm backbones return NHWC features
+            return [f.permute(0, 3, 1, 2) for f in features]
+        return list(features)

@@ -1,0 +1,271 @@
+"""Datasets, joint transforms, splitting and validation on tiny synthetic folders (+ the shipped set)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from unetzoo.data import (
+    DataError,
+    DRIVEDataset,
+    SegmentationFolder,
+    VOCSegmentation,
+    build_transforms,
+    nuclei_root,
+    pad_collate,
+    split_dataset,
+    validate_dataset,
+)
+from unetzoo.metrics import ConfusionMatrix
+
+
+def _save(path, array, mode=None, palette=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.asarray(array, dtype=np.uint8), mode=mode)
+    if palette:
+        im = im.convert("P") if im.mode != "P" else im
+        im.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])
+    im.save(path)
+
+
+def _folder(root, n=4, size=(8, 10), grey=False):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        shape = size if grey else (*size, 3)
+        _save(root / "images" / f"s{i}.png", rng.integers(0, 256, shape))
+        _save(root / "masks" / f"s{i}.png", (rng.random(size) > 0.5) * 255)
+    return root
+
+
+def test_folder_pairs_by_stem_and_maps_0_255(tmp_path):
+    _folder(tmp_path, n=3)
+    _save(tmp_path / "images" / "extra.jpg", np.zeros((8, 10, 3)))  # no mask
+    ds = SegmentationFolder(tmp_path)
+    assert len(ds) == 3 and [p[0].stem for p in ds.files] == ["s0", "s1", "s2"]
+    assert [p.name for p in ds.missing_masks] == ["extra.jpg"]
+    image, mask = ds[1]
+    raw = np.asarray(Image.open(tmp_path / "masks" / "s1.png"))
+    assert image.shape == (3, 8, 10) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
+    assert mask.dtype == torch.long and torch.equal(mask, torch.from_numpy(raw // 255).long())
+    assert ds.num_channels == 3
+
+
+def test_grey_images_give_one_channel_unless_converted(tmp_path):
+    _folder(tmp_path, n=1, grey=True)
+    assert SegmentationFolder(tmp_path)[0][0].shape == (1, 8, 10)
+    rgb = SegmentationFolder(tmp_path, channels=3)
+    assert rgb[0][0].shape == (3, 8, 10) and rgb.num_channels == 3
+    assert torch.equal(rgb[0][0][0], rgb[0][0][2])
+
+
+def test_index_palette_and_label_map(tmp_path):
+    labels = np.array([[0, 1, 2, 255], [2, 2, 1, 0]])
+    _save(tmp_path / "images" / "a.png", np.zeros((2, 4)))
+    _save(tmp_path / "masks" / "a.png", labels, palette=True)
+    assert SegmentationFolder(tmp_path)[0][1].tolist() == labels.tolist()  # palette indices kept
+    mapped = SegmentationFolder(tmp_path, label_map={1: 5, 2: 1})[0][1]
+    assert mapped.tolist() == [[0, 5, 1, 255], [1, 1, 5, 0]]
+
+
+def test_files_option_selects_and_orders(tmp_path):
+    _folder(tmp_path, n=4)
+    ds = SegmentationFolder(tmp_path, files=["s3", "s1"])
+    assert [p[0].stem for p in ds.files] == ["s3", "s1"]
+    with pytest.raises(DataError, match="nope"):
+        SegmentationFolder(tmp_path, files=["nope"])
+
+
+def test_empty_or_missing_folder_names_the_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match=str(tmp_path / "images")):
+        SegmentationFolder(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        SegmentationFolder(tmp_path / "absent")
+
+
+def test_voc_layout(tmp_path):
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    for name in ("2007_000001", "2007_000002", "2007_000003"):
+        Image.fromarray(np.full((6, 7, 3), 128, np.uint8)).save(voc / "JPEGImages" / f"{name}.jpg")
+    label = np.zeros((6, 7), np.uint8)
+    label[1:5, 1:5], label[0, :] = 15, 255  # a person, and the white border
+    for name in ("2007_000001", "2007_000002"):
+        _save(voc / "SegmentationClass" / f"{name}.png", label, palette=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000002\n2007_000001\n")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000003\n")
+    train = VOCSegmentation(tmp_path, split="train")
+    assert [p[0].stem for p in train.files] == ["2007_000002", "2007_000001"]
+    image, mask = train[0]
+    assert image.shape == (3, 6, 7) and mask.tolist() == label.tolist()
+    assert validate_dataset(train, num_classes=21).num_samples == 2
+    val = VOCSegmentation(voc, split="val")  # image without its label
+    with pytest.raises(DataError, match="2007_000003.jpg has no mask"):
+        validate_dataset(val, num_classes=21)
+
+
+def _drive(root, split, numbers, size=(6, 5)):
+    rng = np.random.default_rng(1)
+    folder = root / split
+    manuals = {}
+    for n in numbers:
+        stem = f"{n:02d}_{split}"
+        _save(folder / "images" / f"{stem}.tif", rng.integers(0, 256, (*size, 3)))
+        manual = (rng.random(size) > 0.7).astype(np.uint8) * 255
+        fov = np.full(size, 255, np.uint8)
+        fov[0, :] = 0  # first row outside the field of view
+        _save(folder / "1st_manual" / f"{n:02d}_manual1.gif", manual)
+        _save(folder / "mask" / f"{stem}_mask.gif", fov)
+        manuals[stem] = manual
+    return manuals
+
+
+def test_drive_layout_labels_and_fov(tmp_path):
+    manuals = _drive(tmp_path, "training", [21, 22])
+    ds = DRIVEDataset(tmp_path, split="training")
+    assert len(ds) == 2 and ds.num_channels == 3
+    image, mask = ds[0]
+    want = manuals["21_training"] // 255
+    assert image.shape == (3, 6, 5)
+    assert mask[0].tolist() == [255] * 5 and mask[1:].tolist() == want[1:].tolist()
+    _drive(tmp_path, "test", [1])
+    assert len(DRIVEDataset(tmp_path, split="test")) == 1
+
+
+def test_split_is_deterministic_disjoint_and_complete(tmp_path):
+    _folder(tmp_path, n=10)
+    ds = SegmentationFolder(tmp_path)
+    a_train, a_val = split_dataset(ds, 0.3, seed=5)
+    _, b_val = split_dataset(ds, 0.3, seed=5)
+    assert a_val.indices == b_val.indices and len(a_val) == 3 and len(a_train) == 7
+    assert sorted(a_train.indices + a_val.indices) == list(range(10))
+    assert split_dataset(ds, 0.3, seed=6)[1].indices != a_val.indices
+    train, val = split_dataset(ds, 0.3, seed=5, train_transform=build_transforms(True, size=4),
+                               val_transform=build_transforms(False))
+    assert train[0][0].shape == (3, 4, 4) and val[0][0].shape == (3, 8, 10) and ds.transform is None
+    with pytest.raises(ValueError):
+        split_dataset(ds, 1.0)
+
+
+def test_validate_finds_each_problem_and_skips(tmp_path):
+    _folder(tmp_path, n=5)
+    _save(tmp_path / "masks" / "s1.png", np.zeros((4, 4)))  # size mismatch
+    (tmp_path / "images" / "s2.png").write_bytes(b"not a png")  # unreadable
+    _save(tmp_path / "masks" / "s3.png", np.full((8, 10), 7))  # label 7 with 2 classes
+    ds = SegmentationFolder(tmp_path)
+    with pytest.raises(DataError) as info:
+        validate_dataset(ds, num_classes=2)
+    text = str(info.value)
+    assert "3 bad sample(s)" in text and "s1.png" in text and "s2.png" in text and "s3.png" in text
+    assert "skip_bad=True" in text and "num_classes" in text
+    report = validate_dataset(ds, num_classes=2, skip_bad=True)
+    kept, problems = report
+    assert {p.kind for p in problems} == {"size_mismatch", "unreadable", "bad_labels"}
+    assert len(kept) == 2 and kept.indices == [0, 4]
+    masks = [np.asarray(Image.open(tmp_path / "masks" / f"s{i}.png")) // 255 for i in (0, 4)]
+    assert report.class_pixels == np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=2).tolist()
+    assert validate_dataset(ds, num_classes=8, skip_bad=True).num_samples == 3  # label 7 is valid now
+
+
+def test_validate_subset_and_generic_dataset(tmp_path):
+    _folder(tmp_path, n=4)
+    _save(tmp_path / "masks" / "s0.png", np.full((8, 10), 3))
+    train, val = split_dataset(SegmentationFolder(tmp_path), 0.5, seed=0)
+    bad, good = (train, val) if 0 in train.indices else (val, train)
+    assert validate_dataset(good, num_classes=2).num_samples == 2
+    with pytest.raises(DataError, match="s0.png"):
+        validate_dataset(bad, num_classes=2)
+    generic = [(torch.zeros(1, 2, 2), torch.tensor([[0, 1], [1, 9]]))]
+    with pytest.raises(DataError, match=r"\[9\]"):
+        validate_dataset(generic, num_classes=2)
+
+
+def _aligned_sample(size=32):
+    """An image whose pixel values encode the mask, so alignment survives any geometry."""
+    mask = torch.zeros(size, size, dtype=torch.long)
+    q = size // 8
+    mask[q:5 * q, 2 * q:7 * q] = 1
+    mask[5 * q + 2:7 * q + 2, q // 2:5 * q // 2] = 2
+    image = (mask.float() / 2).expand(3, -1, -1).clone()
+    return tv_tensors.Image(image), tv_tensors.Mask(mask)
+
+
+def test_transforms_move_image_and_mask_together():
+    t = build_transforms(True, size=48, scale=(0.75, 1.5), rotation=30, hflip=0.5, vflip=0.5)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        image, mask = t(*_aligned_sample(64))
+        assert image.shape == (3, 48, 48) and mask.shape == (48, 48)
+        valid = mask != 255
+        recovered = (image[0] * 2).round().long()
+        agree = (recovered[valid] == mask[valid]).float().mean().item()
+        assert agree > 0.9, f"seed {seed}: image and mask disagree on {1 - agree:.0%} of pixels"
+        assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
+
+
+def test_padding_fills_ignore_and_transforms_are_seeded():
+    t = build_transforms(True, size=48, scale=None, hflip=0.0)
+    image, mask = t(*_aligned_sample(32))
+    assert (mask == 255).sum() == 48 * 48 - 32 * 32 and (image[:, mask == 255] == 0).all()
+    t = build_transforms(True, size=20, rotation=20, color_jitter=0.4)
+    torch.manual_seed(3)
+    first = t(*_aligned_sample())
+    torch.manual_seed(3)
+    again = t(*_aligned_sample())
+    torch.manual_seed(4)
+    other = t(*_aligned_sample())
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+
+
+def test_normalisation_and_eval_resize():
+    image, mask = build_transforms(False, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0), size=(16, 8))(*_aligned_sample())
+    assert image.shape == (3, 16, 8) and mask.shape == (16, 8)
+    src = _aligned_sample()[0]
+    image, _ = build_transforms(False, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))(src, _aligned_sample()[1])
+    assert torch.allclose(image[1], (src[1] - 0.25) / 0.25)
+    grey = src[:1]
+    out, _ = build_transforms(False, mean=(0.3, 0.4, 0.5), std=(0.2, 0.2, 0.2))(grey, _aligned_sample()[1])
+    assert out.shape[0] == 1 and torch.allclose(out, (grey - 0.4) / 0.2)  # averaged RGB statistics
+    with pytest.raises(ValueError, match="channel"):
+        build_transforms(False, mean=(0.1, 0.2), std=(1, 1))(src, _aligned_sample()[1])
+
+
+def test_shipped_nuclei_set_is_valid_and_matches_its_metadata():
+    root = nuclei_root()
+    if not (root / "images").is_dir():
+        pytest.skip(f"nuclei assets not found at {root}")
+    ds = SegmentationFolder(root)
+    meta = json.loads((root / "meta.json").read_text())
+    assert len(ds) == len(meta) == 100
+    report = validate_dataset(ds, num_classes=2)
+    fg = report.class_pixels[1] / sum(report.class_pixels)
+    assert fg == pytest.approx(np.mean([m["fg"] for m in meta]), rel=1e-6)  # README: ~8.7%
+
+
+def test_pad_collate_pads_with_ignore_and_keeps_metrics():
+    g = torch.Generator().manual_seed(0)
+    sizes = ((5, 7), (9, 4))
+    samples = [(torch.rand(3, h, w, generator=g), torch.randint(0, 2, (h, w), generator=g)) for h, w in sizes]
+    images, masks = pad_collate(samples, multiple=4)
+    assert images.shape == (2, 3, 12, 8) and masks.shape == (2, 12, 8)
+    assert (masks[0, 5:] == 255).all() and (masks[1, :, 4:] == 255).all() and (images[0, :, 5:] == 0).all()
+    separate, padded = ConfusionMatrix(2), ConfusionMatrix(2)
+    for image, mask in samples:
+        separate.update((image[None, 0] > 0.5).long(), mask[None])
+    padded.update((images[:, 0] > 0.5).long(), masks)
+    assert torch.equal(separate.matrix, padded.matrix)
+
+
+def test_no_normalisation_keeps_unit_range():
+    image, _ = build_transforms(False)(*_aligned_sample())
+    assert torch.equal(image, _aligned_sample()[0].as_subclass(torch.Tensor))
+    with pytest.raises(ValueError, match="both"):
+        build_transforms(False, mean=(0.5,))

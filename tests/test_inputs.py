@@ -1,0 +1,117 @@
+"""Inputs: any size, batch size 1, in_chans adaptation, clear errors; compile and export."""
+
+import pytest
+import torch
+
+import unetzoo
+from unetzoo.encoders.base import adapt_input_conv, load_native_state_dict
+
+
+@pytest.mark.parametrize("hw", [(67, 71), (64, 64), (33, 100), (1, 1)])
+def test_any_size(hw):
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=(16, 16, 8, 8)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, *hw)).shape == (1, 2, *hw)
+
+
+def test_padding_does_not_change_valid_sizes():
+    """On sizes the unpadded network accepts, the result is the unpadded network's."""
+    model = unetzoo.create("unet-vgg16", num_classes=2).eval()
+    x = torch.randn(1, 3, 48, 32)
+    with torch.no_grad():
+        direct = model.head(model.decoder(model.encoder(x)))
+        assert torch.equal(model(x), direct)
+
+
+def test_batch_size_one_in_train_mode():
+    model = unetzoo.create("unet-resnet50", num_classes=2).train()
+    model(torch.randn(1, 3, 67, 71)).mean().backward()
+
+
+def test_adapt_input_conv_rules():
+    w = torch.randn(8, 3, 3, 3)
+    assert torch.allclose(adapt_input_conv(w, 1), w.sum(1, keepdim=True))
+    w5 = adapt_input_conv(w, 5)
+    assert w5.shape == (8, 5, 3, 3)
+    expected = torch.cat([w, w[:, :2]], 1) * (3 / 5)
+    assert torch.allclose(w5, expected)
+    assert adapt_input_conv(w, 3) is w
+
+
+@pytest.mark.parametrize("name", ["unet-resnet50", "unet-vgg16", "unet-resnet18"])
+@pytest.mark.parametrize("in_chans", [1, 6])
+def test_in_chans_loading_adapts_first_conv(name, in_chans):
+    """Adapted weights see a grey image (1 channel) or an RGB image tiled to 6 channels
+    exactly as the RGB network sees the RGB image."""
+    torch.manual_seed(0)
+    rgb = unetzoo.create(name, num_classes=2, decoder_channels=(16, 16, 8, 8)).eval()
+    native = {k.removeprefix("model."): v for k, v in rgb.encoder.state_dict().items()}
+    model = unetzoo.create(name, num_classes=2, in_chans=in_chans, decoder_channels=(16, 16, 8, 8)).eval()
+    model.decoder.load_state_dict(rgb.decoder.state_dict())
+    model.head.load_state_dict(rgb.head.state_dict())
+    load_native_state_dict(model.encoder, native, source="test")
+    image = torch.rand(1, 3, 64, 64)
+    if in_chans == 1:
+        image = image[:, :1].expand(1, 3, 64, 64)
+        x = image[:, :1]
+    else:
+        x = image.repeat(1, in_chans // 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), rgb(image), atol=1e-4)
+
+
+def test_load_native_reports_mismatch():
+    model = unetzoo.create("unet-resnet18", num_classes=2)
+    sd = {k.removeprefix("model."): v for k, v in model.encoder.state_dict().items()}
+    sd["layer1.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    del sd["layer4.1.bn2.weight"]
+    with pytest.raises(ValueError) as err:
+        load_native_state_dict(model.encoder, sd, source="weights.pth")
+    msg = str(err.value)
+    assert "weights.pth" in msg and "layer4.1.bn2.weight" in msg and "layer1.0.conv1.weight" in msg
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.randn(3, 64, 64), "4-d input"),
+        (torch.randn(1, 1, 64, 64), "expected 3 input channels"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int64), "floating-point"),
+    ],
+)
+def test_bad_input_errors(x, match):
+    model = unetzoo.create("unet-resnet18", num_classes=2)
+    with pytest.raises(ValueError, match=match):
+        model(x)
+
+
+def test_bad_options_errors():
+    with pytest.raises(ValueError, match="decoder_channels has 2 entries"):
+        unetzoo.create("unet-resnet18", decoder_channels=(8, 8))
+    with pytest.raises(ValueError, match="upsample="):
+        unetzoo.create("unet-resnet18", upsample="cubic")
+    with pytest.raises(ValueError, match="decoder_norm="):
+        unetzoo.create("unet-resnet18", decoder_norm="ln2")
+
+
+def _tiny():
+    return unetzoo.create(
+        "unet-resnet10t", num_classes=2, decoder_channels=(16, 8, 8, 8), decoder_norm="bn", upsample="nearest"
+    ).eval()
+
+
+def test_torch_compile_small_model():
+    model = _tiny()
+    x = torch.randn(1, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-4)
+
+
+def test_torch_export_small_model():
+    model = _tiny()
+    x = torch.randn(1, 3, 64, 96)
+    ep = torch.export.export(model, (x,), strict=True)
+    with torch.no_grad():
+        assert torch.allclose(ep.module()(x), model(x), atol=1e-5)

@@ -1,0 +1,148 @@
+"""Losses: hand-computed cases, agreement with torch's own losses, ignore_index, build_loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unetzoo.losses import BCELoss, CombinedLoss, CrossEntropyLoss, DiceLoss, FocalLoss, build_loss
+
+LOG3 = math.log(3.0)
+# one-output logits on a 2x2 image: sigmoid gives foreground probabilities 0.75 0.25 / 0.5 0.25
+FG_LOGITS = torch.tensor([[[[LOG3, -LOG3], [0.0, -LOG3]]]])
+FG_TARGET = torch.tensor([[[1, 0], [1, 1]]])
+
+
+def test_dice_two_by_two_by_hand():
+    # foreground: |P.T| = .75 + .5 + .25 = 1.5, |P| = 1.75, |T| = 3  -> Dice 3 / 4.75 = 12/19
+    # background: |P.T| = .75, |P| = .25 + .75 + .5 + .75 = 2.25, |T| = 1 -> Dice 1.5 / 3.25 = 6/13
+    both = DiceLoss(smooth=0.0)(FG_LOGITS, FG_TARGET)
+    fg_only = DiceLoss(smooth=0.0, include_background=False)(FG_LOGITS, FG_TARGET)
+    assert both.item() == pytest.approx(1 - (12 / 19 + 6 / 13) / 2, abs=1e-6)
+    assert fg_only.item() == pytest.approx(1 - 12 / 19, abs=1e-6)
+
+
+def test_dice_softmax_two_channels_equals_one_output_form():
+    two = torch.cat([torch.zeros_like(FG_LOGITS), FG_LOGITS], dim=1)
+    assert DiceLoss(smooth=0.0, mode="softmax")(two, FG_TARGET).item() == pytest.approx(
+        DiceLoss(smooth=0.0)(FG_LOGITS, FG_TARGET).item(), abs=1e-7)
+
+
+def test_dice_sigmoid_multichannel_by_hand():
+    # two channels scored independently: channel 0 probs .5 everywhere, channel 1 probs .75/.25
+    logits = torch.tensor([[[[0.0, 0.0]], [[LOG3, -LOG3]]]])  # 1 x 2 x 1 x 2
+    target = torch.tensor([[[1, 0]]])  # one-hot: ch0 = [0, 1], ch1 = [1, 0]
+    # ch0: 2*.5/(1 + 1) = .5 ; ch1: 2*.75/(1 + 1) = .75
+    loss = DiceLoss(mode="sigmoid", smooth=0.0)(logits, target)
+    assert loss.item() == pytest.approx(1 - (0.5 + 0.75) / 2, abs=1e-6)
+
+
+def test_perfect_prediction_has_zero_dice_loss():
+    target = torch.tensor([[[0, 1], [2, 1]]])
+    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 100
+    assert DiceLoss(smooth=0.0)(logits, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_focal_by_hand_and_gamma_zero_is_cross_entropy():
+    # pixel probabilities of the true class: .75, .75, .5, .25
+    p_t = torch.tensor([0.75, 0.75, 0.5, 0.25])
+    want = (-(1 - p_t) ** 2 * p_t.log()).mean()
+    assert FocalLoss(gamma=2.0)(FG_LOGITS, FG_TARGET).item() == pytest.approx(want.item(), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(2, 4, 5, 6, generator=g), torch.randint(0, 4, (2, 5, 6), generator=g)
+    w = [0.5, 1.0, 2.0, 3.0]
+    ce = F.cross_entropy(logits, target, weight=torch.tensor(w))
+    assert FocalLoss(gamma=0.0, weight=w)(logits, target).item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_cross_entropy_matches_torch_with_weights_ignore_and_smoothing():
+    g = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(2, 3, 6, 5, generator=g), torch.randint(0, 3, (2, 6, 5), generator=g)
+    target[:, :2] = 255
+    w = torch.tensor([1.0, 2.0, 0.5])
+    for smoothing in (0.0, 0.1):
+        want = F.cross_entropy(logits, target, weight=w, ignore_index=255, label_smoothing=smoothing)
+        got = CrossEntropyLoss(weight=w, label_smoothing=smoothing)(logits, target)
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_bce_matches_torch_weighted_mean():
+    g = torch.Generator().manual_seed(2)
+    logits, target = torch.randn(3, 1, 4, 4, generator=g), torch.randint(0, 2, (3, 4, 4), generator=g)
+    per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")
+    assert BCELoss()(logits, target).item() == pytest.approx(per_pixel.mean().item(), rel=1e-6)
+    w = 1 + 2 * target.float()  # pos_weight 3, normalised by the sum of weights like weighted CE
+    want = (per_pixel * w).sum() / w.sum()
+    assert BCELoss(pos_weight=3.0)(logits, target).item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one-channel"):
+        BCELoss()(torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CrossEntropyLoss(weight=[1.0, 2.0, 3.0]), lambda: FocalLoss(gamma=2.0), lambda: DiceLoss(),
+    lambda: DiceLoss(mode="sigmoid"), lambda: build_loss("ce+0.5*dice+focal", num_classes=3),
+])
+def test_ignored_pixels_do_not_change_the_loss(make):
+    g = torch.Generator().manual_seed(3)
+    logits, target = torch.randn(2, 3, 4, 6, generator=g), torch.randint(0, 3, (2, 4, 6), generator=g)
+    target[:, :, 4:] = 255  # the last two columns are ignored
+    loss = make()
+    base = loss(logits, target)
+    changed = logits.clone()
+    changed[:, :, :, 4:] = torch.randn(2, 3, 4, 2, generator=g) * 10
+    assert loss(changed, target).item() == pytest.approx(base.item(), rel=1e-6)
+    cropped = loss(logits[..., :4].contiguous(), target[..., :4].contiguous())
+    assert cropped.item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_all_ignored_batch_gives_zero_with_gradient():
+    logits = torch.randn(1, 2, 3, 3, requires_grad=True)
+    target = torch.full((1, 3, 3), 255)
+    for loss in (CrossEntropyLoss(), FocalLoss(), DiceLoss(), CrossEntropyLoss(label_smoothing=0.1)):
+        value = loss(logits, target)
+        assert torch.isfinite(value)
+        value.backward()
+    one = torch.randn(1, 1, 3, 3, requires_grad=True)
+    assert BCELoss()(one, target).item() == 0.0
+
+
+def test_build_loss_weighted_sum_and_parts():
+    g = torch.Generator().manual_seed(4)
+    logits, target = torch.randn(2, 2, 5, 5, generator=g), torch.randint(0, 2, (2, 5, 5), generator=g)
+    combined = build_loss(" CE + 0.5 * dice ", num_classes=2, class_weights=[1.0, 2.0], dice_smooth=0.0)
+    assert isinstance(combined, CombinedLoss) and combined.names == ["ce", "dice"]
+    ce = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0]))
+    dice = DiceLoss(smooth=0.0)(logits, target)
+    assert combined(logits, target).item() == pytest.approx((ce + 0.5 * dice).item(), rel=1e-6)
+    parts = combined.parts(logits, target)
+    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    focal = build_loss("focal", num_classes=2, gamma=0.0)
+    assert focal(logits, target).item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-6)
+
+
+def test_build_loss_one_output_model():
+    loss = build_loss("bce+dice", num_classes=1, bce_pos_weight=2.0)
+    value = loss(FG_LOGITS.requires_grad_(), FG_TARGET)
+    value.backward()
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize("spec, kwargs, error, match", [
+    ("ce+iou", {"num_classes": 2}, ValueError, "iou"),
+    ("ce", {"num_classes": 1}, ValueError, "bce"),
+    ("bce", {"num_classes": 3}, ValueError, "'ce'"),
+    ("ce", {"num_classes": 3, "class_weights": [1, 2]}, ValueError, "need 3"),
+    ("ce+dice", {"num_classes": 2, "gama": 2}, TypeError, "gama"),
+    ("ce+ce", {"num_classes": 2}, ValueError, "twice"),
+])
+def test_build_loss_errors(spec, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        build_loss(spec, **kwargs)
+
+
+def test_out_of_range_target_raises():
+    with pytest.raises(ValueError, match="outside 0..1"):
+        CrossEntropyLoss()(torch.randn(1, 2, 2, 2), torch.tensor([[[0, 1], [2, 0]]]))

@@ -1,0 +1,123 @@
+"""The registry: name grammar, listing, specs, errors, and a fast network-free import."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+import unetzoo
+from unetzoo.registry import EncoderSpec, ModelSpec, UnknownModelError, get_spec, parse_name, register_model
+
+
+def test_import_is_fast_and_lazy():
+    code = (
+        "import sys, time; t = time.perf_counter(); import unetzoo; dt = time.perf_counter() - t; "
+        "print(dt, 'torch' in sys.modules, 'timm' in sys.modules, 'huggingface_hub' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) < 1.5
+    assert out[1:] == ["False", "False", "False"], "import unetzoo must not import torch, timm or the hub client"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("unet-resnet50", ("unet-resnet50", None)),
+        ("unet-resnet50.a1_in1k", ("unet-resnet50", "a1_in1k")),
+        ("unet-convnext_tiny", ("unet-convnext_tiny", None)),
+        ("unet-efficientnet_lite0.in1k", ("unet-efficientnet_lite0", "in1k")),
+    ],
+)
+def test_parse_name(name, expected):
+    assert parse_name(name) == expected
+
+
+@pytest.mark.parametrize("bad", ["resnet50", "unet_resnet50", "unet-resnet50.", "unet-res net"])
+def test_parse_name_rejects_bad_grammar(bad):
+    with pytest.raises(UnknownModelError, match="<arch>-<encoder>"):
+        parse_name(bad)
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(UnknownModelError) as err:
+        get_spec("unet-resnet500")
+    msg = str(err.value)
+    assert "unet-resnet50" in msg and "Did you mean" in msg
+
+
+def test_registering_twice_raises():
+    spec = get_spec("unet-vgg16")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(spec)
+
+
+def test_specs_are_frozen():
+    spec = get_spec("unet-resnet50")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "x"
+    with pytest.raises(TypeError):
+        spec.defaults["num_classes"] = 3  # read-only mapping
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="lower case"):
+        ModelSpec(name="unet-ResNet", arch="unet", builder="m:f")
+    with pytest.raises(ValueError, match="default_tag"):
+        ModelSpec(name="unet-x", arch="unet", builder="m:f", default_tag="nope")
+
+
+def test_list_models_curated_and_timm():
+    curated = unetzoo.list_models(curated_only=True)
+    for name in ["unet-vgg16", "unet-resnet50", "unet-efficientnet_lite0", "unet-classic", "unet-original"]:
+        assert name in curated
+    everything = unetzoo.list_models()
+    assert len(everything) > 500, "every timm features_only backbone should be listed"
+    assert everything[: len(curated)] == curated, "curated models come first"
+    assert "unet-convnext_tiny" in everything and "unet-regnetx_002" in everything
+    assert len(set(everything)) == len(everything)
+
+
+def test_list_models_patterns():
+    res = unetzoo.list_models("unet-res*", exclude="*resnet5*")
+    assert res and all(n.startswith("unet-res") for n in res)
+    assert not any("resnet5" in n for n in res)
+    assert unetzoo.list_models(["unet-vgg16", "unet-classic"], curated_only=True) == ["unet-classic", "unet-vgg16"]
+
+
+def test_list_models_pretrained_tags():
+    tagged = unetzoo.list_models("unet-resnet50*", pretrained=True, curated_only=True)
+    assert "unet-resnet50.tv_in1k" in tagged and "unet-resnet50.a1_in1k" in tagged
+    assert "unet-classic" not in unetzoo.list_models(pretrained=True, curated_only=True)
+    assert "unet-classic" in unetzoo.list_models(pretrained=False, curated_only=True)
+
+
+def test_timm_backbones_are_reachable_without_registration():
+    spec = get_spec("unet-regnetx_002")
+    assert spec.encoder == EncoderSpec("timm", "regnetx_002")
+    assert not spec.curated
+    assert get_spec("unet-regnetx_002") is spec  # cached
+
+
+def test_model_info_reads_the_backbone():
+    import timm
+
+    info = unetzoo.model_info("unet-efficientnet_lite0")
+    feat = timm.create_model("tf_efficientnet_lite0", features_only=True)
+    assert info.channels == tuple(feat.feature_info.channels())
+    assert info.reductions == tuple(feat.feature_info.reduction())
+    assert info.encoder_source == "timm" and info.default_weights.tag == "in1k"
+    assert info.default_weights.mean == (0.5, 0.5, 0.5)
+    tv = unetzoo.model_info("unet-resnet50")
+    assert tv.channels == (64, 256, 512, 1024, 2048) and tv.reductions == (2, 4, 8, 16, 32)
+    assert tv.num_params == 43_934_101  # SEED_SYSTEMS.md §1, num_classes=21
+
+
+def test_unknown_options_raise_type_error():
+    with pytest.raises(TypeError, match="unknown option.*decoder_chanels.*valid options"):
+        unetzoo.create("unet-resnet18", decoder_chanels=(16, 16, 16, 16))
+
+
+def test_upper_case_name_gets_the_fix():
+    with pytest.raises(UnknownModelError, match="use 'unet-resnet50'"):
+        parse_name("UNet-ResNet50")

@@ -1,0 +1,41 @@
+"""Batching samples of different sizes (e.g. whole validation images)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["pad_collate"]
+
+
+def pad_collate(
+    batch: Sequence[tuple[Tensor, Tensor]], *, ignore_index: int = 255, multiple: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Stack ``(image, mask)`` samples of different sizes by padding at the bottom and right.
+
+    Images are padded with 0 and masks with ``ignore_index``, so the padding counts in neither
+    loss nor metrics: metrics over a padded batch equal those over the original images.
+
+    Args:
+        batch: samples ``(C x H x W image, H x W mask)``.
+        ignore_index: mask value of the padding.
+        multiple: round the padded size up to a multiple of this (e.g. 32 for a 5-stage encoder).
+
+    Returns:
+        ``(N x C x H x W images, N x H x W masks)``.
+
+    Example:
+        >>> loader = DataLoader(val, batch_size=4, collate_fn=functools.partial(pad_collate, multiple=32))
+    """
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    images, masks = [], []
+    for image, mask in batch:
+        pad = (0, width - image.shape[-1], 0, height - image.shape[-2])
+        images.append(F.pad(image, pad, value=0.0))
+        masks.append(F.pad(mask, pad, value=ignore_index))
+    return torch.stack(images), torch.stack(masks)

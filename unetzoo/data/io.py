@@ -1,0 +1,146 @@
+"""Reading images and label masks from disk, and turning raw mask values into class indices.
+
+Everything here works on plain PIL images and numpy arrays; the datasets wrap the results in
+``tv_tensors`` so that torchvision.transforms.v2 can augment image and mask together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "list_images",
+    "map_labels",
+    "open_image",
+    "read_image",
+    "read_mask",
+]
+
+#: File extensions (lower case) treated as images or masks.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
+
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class DataError(ValueError):
+    """A dataset problem that would spoil training: the message names the file(s) and the fix."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped).
+
+    Raises:
+        DataError: if ``folder`` does not exist or is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"folder {folder} does not exist (or is not a directory); check the dataset root")
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open ``path`` with PIL and decode it fully, turning PIL errors into :class:`DataError`."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
+        raise DataError(f"cannot read {path}: {exc}; replace or remove the file") from exc
+
+
+def read_image(path: Path, channels: int | None = None) -> np.ndarray:
+    """Read an image as a float32 array ``C x H x W`` with values in [0, 1].
+
+    Args:
+        path: image file.
+        channels: ``None`` keeps the file's colour model (grey -> 1 channel, colour -> 3;
+            alpha is dropped); ``1`` converts to grey; ``3`` converts to RGB.
+
+    Raises:
+        DataError: if the file cannot be decoded.
+    """
+    im = open_image(path)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    grey = im.mode in _GREY_MODES if channels is None else channels == 1
+    if not grey:
+        im = im.convert("RGB")
+    elif im.mode in ("1", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"):
+        im = im.convert("L")
+    arr = np.asarray(im)
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype in (np.uint16, np.int32) or im.mode.startswith("I"):
+        out = arr.astype(np.float32) / (65535.0 if arr.max(initial=0) > 255 else 255.0)
+    else:  # float images ("F") are taken as they are
+        out = arr.astype(np.float32)
+    return out[None] if out.ndim == 2 else np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def read_mask(path: Path) -> tuple[np.ndarray, str]:
+    """Read a label mask as an integer ``H x W`` array of raw values, plus the PIL mode.
+
+    Palette ("P") PNGs give their palette indices (the VOC convention); colour masks are
+    rejected with a hint, because their meaning (which colour is which class) is unknown.
+
+    Raises:
+        DataError: if the file cannot be decoded or is not a single-channel mask.
+    """
+    im = open_image(path)
+    mode = im.mode
+    if mode in ("RGB", "RGBA"):
+        arr = np.asarray(im)
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise DataError(
+                f"mask {path} is a colour image; save it as a single-channel index mask "
+                "(mode 'L' or a palette PNG) with one value per class"
+            )
+        return arr[..., 0].astype(np.int64), "L"
+    if mode == "LA":
+        im = im.convert("L")
+    return np.asarray(im).astype(np.int64), mode
+
+
+def map_labels(
+    raw: np.ndarray,
+    *,
+    mode: str = "L",
+    label_map: Mapping[int, int] | None = None,
+    binary: bool | None = None,
+) -> np.ndarray:
+    """Turn raw mask values into class indices.
+
+    Rules, first match wins:
+
+    * ``label_map`` given: each raw value found in it becomes its class; other values pass
+      through unchanged (so :func:`~unetzoo.data.validate_dataset` can report them).
+    * ``binary=True``: values >= 128 become 1, the rest 0 (0/255 masks, also anti-aliased ones).
+    * ``binary=None`` (auto): a non-palette mask whose values are all in {0, 255} is a 0/255
+      mask and becomes {0, 1}; anything else (palette or index masks) is kept as it is.
+    * ``binary=False``: values are kept as they are.
+
+    Note:
+        In auto mode an index mask holding only 0 and the ignore value 255 is read as a 0/255
+        mask; pass ``binary=False`` for index masks that use 255 as "ignore".
+    """
+    if label_map is not None:
+        out = raw.copy()
+        for value, cls in label_map.items():
+            out[raw == int(value)] = int(cls)
+        return out
+    if binary is None:
+        binary = mode != "P" and bool(np.isin(raw, (0, 255)).all())
+        if binary:
+            return (raw == 255).astype(np.int64)
+    if binary:
+        return (raw >= 128).astype(np.int64)
+    return raw

@@ -1,0 +1,206 @@
+"""Check a dataset before training: every bad file is found up front, not after an hour.
+
+``validate_dataset`` reads each mask once and only the header of each image (PIL ``verify``),
+so checking the whole dataset costs about as much as one pass over the masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from unetzoo.data.io import DataError
+
+__all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
+
+_MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One bad sample: which file, what kind of problem, and how to fix it."""
+
+    path: Path
+    kind: str  # "unreadable" | "size_mismatch" | "missing_mask" | "bad_labels"
+    message: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_dataset` found.
+
+    ``dataset, problems = validate_dataset(...)`` unpacks the two fields most callers need.
+
+    Attributes:
+        dataset: the dataset to train on (the input, or a ``Subset`` without the bad samples).
+        problems: the bad samples that were skipped (empty when all is well).
+        num_samples: samples kept.
+        class_pixels: pixel count per class over the kept masks (useful for class weights).
+        ignored_pixels: pixels labelled ``ignore_index``.
+    """
+
+    dataset: Dataset
+    problems: list[DataProblem] = field(default_factory=list)
+    num_samples: int = 0
+    class_pixels: list[int] = field(default_factory=list)
+    ignored_pixels: int = 0
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.dataset, self.problems))
+
+    def summary(self) -> str:
+        """One line for logs: samples, class frequencies, skipped files."""
+        total = sum(self.class_pixels) or 1
+        freq = ", ".join(f"{c}: {n / total:.1%}" for c, n in enumerate(self.class_pixels))
+        skipped = f"; skipped {len(self.problems)} bad sample(s)" if self.problems else ""
+        return f"{self.num_samples} samples; class pixels {freq}{skipped}"
+
+
+def _base_and_indices(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """Unwrap (nested) ``Subset``s to the reader and the indices into it."""
+    indices = list(range(len(dataset)))  # type: ignore[arg-type]
+    while isinstance(dataset, Subset):
+        indices = [int(dataset.indices[i]) for i in indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header; ``verify`` catches truncated or corrupt files."""
+    with Image.open(path) as im:
+        size = im.size
+        im.verify()
+    return size
+
+
+def _check_labels(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    values = np.unique(mask)
+    return values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+
+
+def _label_fix(bad: np.ndarray, num_classes: int) -> str:
+    fix = f"set num_classes to at least {int(bad.max()) + 1} or map raw values to classes with label_map"
+    if num_classes == 2 and set(bad.tolist()) <= set(range(1, 255)):
+        fix = "for 0/255 masks with soft edges pass binary=True (threshold at 128); else " + fix
+    return fix
+
+
+Checked = tuple[DataProblem | None, np.ndarray | None]
+# what PIL and the readers raise for a bad file (DataError is a ValueError)
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int) -> Checked:
+    """One sample of a reader: image header, mask, sizes and label values."""
+    image_path, mask_path = ds.files[index]
+    try:
+        width, height = _image_size(image_path)
+    except _READ_ERRORS as exc:
+        msg = f"cannot read image {image_path}: {exc}; replace or remove it"
+        return DataProblem(image_path, "unreadable", msg, index), None
+    try:
+        mask = ds.load_target(index)
+    except _READ_ERRORS as exc:
+        msg = f"cannot read mask {mask_path}: {exc}; replace or remove it"
+        return DataProblem(mask_path, "unreadable", msg, index), None
+    if mask.shape != (height, width):
+        msg = (f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
+               f"{width}x{height}; masks must have the size of their image")
+        return DataProblem(mask_path, "size_mismatch", msg, index), None
+    bad = _check_labels(mask, num_classes, ignore_index)
+    if bad.size:
+        msg = (f"mask {mask_path} has label values {bad.tolist()[:8]} outside classes 0..{num_classes - 1} "
+               f"and ignore_index {ignore_index}; {_label_fix(bad, num_classes)}")
+        return DataProblem(mask_path, "bad_labels", msg, index), None
+    return None, mask
+
+
+def _check_generic(ds: Dataset, index: int, num_classes: int, ignore_index: int) -> Checked:
+    """Datasets without ``files``/``load_target``: load the sample and check its mask."""
+    where = Path(f"<sample {index}>")
+    try:
+        _, mask = ds[index]
+        mask = torch.as_tensor(mask).cpu().numpy()
+    except Exception as exc:  # arbitrary user datasets: any failure means the sample is unusable
+        return DataProblem(where, "unreadable", f"cannot load sample {index}: {exc}", index), None
+    bad = _check_labels(mask, num_classes, ignore_index)
+    if bad.size:
+        msg = (f"sample {index} has label values {bad.tolist()[:8]} outside classes 0..{num_classes - 1}; "
+               f"{_label_fix(bad, num_classes)}")
+        return DataProblem(where, "bad_labels", msg, index), None
+    return None, mask
+
+
+def _raise(problems: list[DataProblem], where: str, *, none_left: bool = False) -> None:
+    lines = [f"  - {p.message}" for p in problems[:_MAX_LISTED]]
+    if len(problems) > _MAX_LISTED:
+        lines.append(f"  ... and {len(problems) - _MAX_LISTED} more")
+    fix = "no usable sample is left; fix the files" if none_left else \
+        "fix the files, or pass skip_bad=True to train without them"
+    raise DataError(f"{len(problems)} bad sample(s) in {where}:\n" + "\n".join(lines) + f"\n{fix}.")
+
+
+def validate_dataset(
+    dataset: Dataset,
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    skip_bad: bool = False,
+) -> ValidationReport:
+    """Check every sample of ``dataset`` and report (or raise on) bad ones.
+
+    Checks: unreadable image or mask, image/mask size mismatch, image without a mask, label
+    values outside ``[0, num_classes)`` other than ``ignore_index``, empty dataset. Works on
+    the readers of :mod:`unetzoo.data` and on ``Subset``s of them (e.g. from
+    :func:`~unetzoo.data.split_dataset`); other datasets are checked by loading each sample.
+
+    Args:
+        dataset: the dataset to check.
+        num_classes: number of classes the model predicts (a one-output model: 2).
+        ignore_index: label that marks ignored pixels.
+        skip_bad: drop bad samples and report them instead of raising.
+
+    Returns:
+        A :class:`ValidationReport`; ``report.dataset`` is the dataset to train on.
+
+    Raises:
+        DataError: if the dataset is empty, if a sample is bad and ``skip_bad`` is False,
+            or if no sample is left.
+    """
+    num_classes = max(num_classes, 2)
+    base, indices = _base_and_indices(dataset)
+    where = str(getattr(base, "root", type(base).__name__))
+    problems = [DataProblem(p, "missing_mask", f"image {p} has no mask; add it or remove the image")
+                for p in getattr(base, "missing_masks", [])]
+    if not indices:
+        if problems:
+            _raise(problems, where, none_left=True)
+        raise DataError(f"dataset {where} is empty; check the folder and the file list")
+    check = _check_sample if hasattr(base, "files") and hasattr(base, "load_target") else _check_generic
+    counts = np.zeros(num_classes, dtype=np.int64)
+    ignored, good = 0, []
+    for position, index in enumerate(indices):
+        problem, mask = check(base, index, num_classes, ignore_index)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        good.append(position)
+        valid = mask[mask != ignore_index]
+        counts += np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+        ignored += int(mask.size - valid.size)
+    if problems and not skip_bad:
+        _raise(problems, where)
+    if not good:
+        _raise(problems, where, none_left=True)
+    kept = dataset if len(good) == len(indices) else Subset(dataset, good)
+    return ValidationReport(kept, problems, len(good), counts.tolist(), ignored)

@@ -1,0 +1,285 @@
+"""Segmentation losses: cross-entropy, BCE, Dice, focal, and sums of them from a spec string.
+
+All losses take ``logits`` ``N x C x H x W`` and ``target`` ``N x H x W`` (long class indices;
+``N x 1 x H x W`` is accepted too) and skip pixels labelled ``ignore_index``. A one-output
+model (``C == 1``, a logit for "foreground") is handled as the two classes
+``softmax([0, x]) = [1 - sigmoid(x), sigmoid(x)]``, so BCE, Dice and focal losses on one-output
+models are exactly their two-class forms. Batches whose pixels are all ignored give a zero
+loss (still attached to the graph) instead of NaN.
+
+    >>> loss_fn = build_loss("ce+0.5*dice", num_classes=2, class_weights=[1.0, 2.0])
+    >>> loss = loss_fn(model(images), masks)
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BCELoss", "CombinedLoss", "CrossEntropyLoss", "DiceLoss", "FocalLoss", "build_loss"]
+
+
+def _target(logits: Tensor, target: Tensor) -> Tensor:
+    if target.ndim == logits.ndim and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match logits "
+                         f"{tuple(logits.shape)}; want N x H x W class indices")
+    return target.long()
+
+
+def _check_range(target: Tensor, valid: Tensor, classes: int, ignore_index: int) -> None:
+    bad = valid & ((target < 0) | (target >= classes))
+    if bad.any():
+        raise ValueError(f"target holds labels {target[bad].unique().tolist()} outside 0..{classes - 1} "
+                         f"(ignore_index={ignore_index}); check num_classes and the masks")
+
+
+def _two_class(logits: Tensor) -> Tensor:
+    """One foreground logit per pixel -> the equivalent two-class logits ``[0, x]``."""
+    return torch.cat([torch.zeros_like(logits), logits], dim=1) if logits.shape[1] == 1 else logits
+
+
+def _weights(values: Sequence[float] | Tensor | None) -> Tensor | None:
+    return None if values is None else torch.as_tensor(values, dtype=torch.float32).flatten()
+
+
+def _weighted_mean(loss: Tensor, target: Tensor, valid: Tensor, weight: Tensor | None) -> Tensor:
+    """Mean of per-pixel ``loss`` over valid pixels, weighted by ``weight[target]`` if given."""
+    w = valid.to(loss.dtype)
+    if weight is not None:
+        w = w * weight.to(loss)[target.clamp(0, weight.numel() - 1)]
+    return (loss * w).sum() / w.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+
+
+class _PixelLoss(nn.Module):
+    """Shared set-up: class weights (a buffer, so it follows ``.to(device)``) and ignore_index."""
+
+    def __init__(self, weight: Sequence[float] | Tensor | None, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", _weights(weight), persistent=False)
+
+    def _log_probs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``log p(target)`` per pixel, the valid mask and the target with ignored pixels at 0."""
+        logits, target = _two_class(logits), _target(logits, target)
+        valid = target != self.ignore_index
+        _check_range(target, valid, logits.shape[1], self.ignore_index)
+        if self.weight is not None and self.weight.numel() != logits.shape[1]:
+            raise ValueError(f"{self.weight.numel()} class weights for {logits.shape[1]} classes; give one per class")
+        safe = torch.where(valid, target, 0)
+        log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe[:, None])[:, 0]
+        return log_p, valid, safe
+
+
+class CrossEntropyLoss(_PixelLoss):
+    """Cross-entropy over classes with optional class weights, ignoring ``ignore_index``.
+
+    Equals ``torch.nn.CrossEntropyLoss(weight, ignore_index=...)`` (weighted mean over valid
+    pixels), but returns 0 rather than NaN when every pixel is ignored. With one-channel
+    logits it is binary cross-entropy with logits.
+
+    Args:
+        weight: per-class weights (length C, or 2 for one-output models).
+        ignore_index: label skipped by the loss.
+        label_smoothing: as in ``torch.nn.CrossEntropyLoss``.
+    """
+
+    def __init__(self, *, weight: Sequence[float] | Tensor | None = None, ignore_index: int = 255,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(weight, ignore_index)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.label_smoothing == 0.0:
+            log_p, valid, safe = self._log_probs(logits, target)
+            return _weighted_mean(-log_p, safe, valid, self.weight)
+        logits, target = _two_class(logits), _target(logits, target)
+        if not (target != self.ignore_index).any():
+            return logits.sum() * 0.0
+        weight = None if self.weight is None else self.weight.to(logits.dtype)
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)
+
+
+class BCELoss(CrossEntropyLoss):
+    """Binary cross-entropy with logits for one-output models; targets {0, 1}, ignore aware.
+
+    Args:
+        pos_weight: weight of foreground pixels relative to background ones.
+        weight: ``[background, foreground]`` weights (instead of ``pos_weight``).
+        ignore_index: label skipped by the loss.
+    """
+
+    def __init__(self, *, pos_weight: float | None = None, weight: Sequence[float] | Tensor | None = None,
+                 ignore_index: int = 255) -> None:
+        if pos_weight is not None and weight is not None:
+            raise ValueError("give either pos_weight or weight, not both")
+        super().__init__(weight=[1.0, pos_weight] if pos_weight is not None else weight, ignore_index=ignore_index)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if logits.shape[1] != 1:
+            raise ValueError(f"BCELoss expects one-channel logits, got {logits.shape[1]} channels; use 'ce' instead")
+        return super().forward(logits, target)
+
+
+class FocalLoss(_PixelLoss):
+    """Focal loss ``-w_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017); ``gamma=0`` is cross-entropy.
+
+    Args:
+        gamma: focusing parameter.
+        weight: per-class weights (the alpha term), normalised like weighted cross-entropy.
+        ignore_index: label skipped by the loss.
+    """
+
+    def __init__(self, *, gamma: float = 2.0, weight: Sequence[float] | Tensor | None = None,
+                 ignore_index: int = 255) -> None:
+        super().__init__(weight, ignore_index)
+        self.gamma = gamma
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p, valid, safe = self._log_probs(logits, target)
+        focus = (1.0 - log_p.exp()).clamp_min(0.0).pow(self.gamma) if self.gamma else 1.0
+        return _weighted_mean(-focus * log_p, safe, valid, self.weight)
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss ``1 - mean_k (2 |P_k T_k| + s) / (|P_k| + |T_k| + s)``, ignore aware.
+
+    Sums run over the whole batch (all valid pixels of all images), per class ``k``; pixels
+    labelled ``ignore_index`` are left out of both prediction and target.
+
+    Args:
+        mode: ``"softmax"`` (classes compete), ``"sigmoid"`` (each channel on its own against
+            the one-hot target) or ``"auto"`` (softmax; one-output models use
+            ``[1 - sigmoid(x), sigmoid(x)]``).
+        include_background: include class 0 in the mean.
+        smooth: the ``s`` added to numerator and denominator (0 gives the plain Dice).
+        ignore_index: label skipped by the loss.
+    """
+
+    def __init__(self, *, mode: str = "auto", include_background: bool = True, smooth: float = 1.0,
+                 ignore_index: int = 255) -> None:
+        super().__init__()
+        if mode not in ("auto", "softmax", "sigmoid"):
+            raise ValueError(f"mode must be 'auto', 'softmax' or 'sigmoid', got {mode!r}")
+        self.mode, self.include_background = mode, include_background
+        self.smooth, self.ignore_index = smooth, ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = _target(logits, target)
+        if self.mode == "sigmoid" and logits.shape[1] > 1:
+            probs = torch.sigmoid(logits.float())
+        else:
+            probs = F.softmax(_two_class(logits).float(), dim=1)
+        classes, keep = probs.shape[1], target != self.ignore_index
+        _check_range(target, keep, classes, self.ignore_index)
+        valid = keep[:, None].to(probs.dtype)
+        one_hot = F.one_hot(torch.where(keep, target, 0), classes).permute(0, 3, 1, 2).to(probs.dtype) * valid
+        dims = (0, 2, 3)
+        inter = (probs * one_hot * valid).sum(dims)
+        card = (probs * valid).sum(dims) + one_hot.sum(dims)
+        dice = (2.0 * inter + self.smooth) / (card + self.smooth).clamp_min(1e-7)
+        if not self.include_background:
+            dice = dice[1:]
+        return 1.0 - dice.mean()
+
+
+_LOSSES: dict[str, type[nn.Module]] = {
+    "ce": CrossEntropyLoss, "bce": BCELoss, "dice": DiceLoss, "focal": FocalLoss,
+}
+_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*$")
+
+
+class CombinedLoss(nn.Module):
+    """A weighted sum of losses, e.g. ``ce + 0.5 * dice``; built by :func:`build_loss`."""
+
+    def __init__(self, terms: Sequence[tuple[str, float, nn.Module]]) -> None:
+        super().__init__()
+        self.names = [name for name, _, _ in terms]
+        self.weights = [weight for _, weight, _ in terms]
+        self.losses = nn.ModuleList(module for _, _, module in terms)
+
+    def parts(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Each term (unweighted) by name, and the weighted total under ``"loss"``."""
+        out = {name: fn(logits, target) for name, fn in zip(self.names, self.losses)}
+        out["loss"] = sum(w * out[n] for n, w in zip(self.names, self.weights))  # type: ignore[assignment]
+        return out
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.parts(logits, target)["loss"]
+
+    def extra_repr(self) -> str:
+        return " + ".join(f"{w:g}*{n}" for n, w in zip(self.names, self.weights))
+
+
+def _parse(spec: str) -> list[tuple[str, float]]:
+    terms = []
+    for part in spec.lower().split("+"):
+        match = _TERM.match(part)
+        if match is None or match.group(2) not in _LOSSES:
+            raise ValueError(f"cannot read loss term {part.strip()!r} in {spec!r}; use names from "
+                             f"{sorted(_LOSSES)} with optional weights, e.g. 'ce+0.5*dice'")
+        terms.append((match.group(2), float(match.group(1) or 1.0)))
+    if len({name for name, _ in terms}) != len(terms):
+        raise ValueError(f"loss {spec!r} names a term twice; give it one weight instead")
+    return terms
+
+
+def _options(name: str, kw: dict[str, object]) -> tuple[dict[str, object], set[str]]:
+    """Options for term ``name`` (``<name>_<option>`` keys, or plain keys its class accepts)
+    and the keys of ``kw`` they came from."""
+    accepted = set(inspect.signature(_LOSSES[name]).parameters)
+    options, used = {}, set()
+    for key, value in kw.items():
+        option = key[len(name) + 1:] if key.startswith(name + "_") else key
+        if option in accepted:
+            options[option], used = value, used | {key}
+    return options, used
+
+
+def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
+               class_weights: Sequence[float] | None = None, **kw: object) -> CombinedLoss:
+    """Build a loss from a spec such as ``"ce"``, ``"ce+dice"`` or ``"bce + 0.5*dice"``.
+
+    Args:
+        spec: ``+``-separated terms ``[weight*]name`` with names ``ce``, ``bce`` (one-output
+            models), ``dice``, ``focal``.
+        num_classes: model outputs (1 for a one-output binary model).
+        ignore_index: label skipped by every term.
+        class_weights: per-class weights for ``ce``, ``bce`` and ``focal`` (Dice ignores them);
+            length ``num_classes`` (2 for one-output models).
+        **kw: options of the terms, plain (``gamma=1.5``, ``smooth=0``) or prefixed with the
+            term name (``dice_smooth=0``, ``ce_label_smoothing=0.1``).
+
+    Returns:
+        A :class:`CombinedLoss` (call it like any loss; ``.parts()`` gives each term).
+
+    Raises:
+        ValueError: unknown term, ``ce`` on a one-output model or ``bce`` on a multi-output one,
+            class weights of the wrong length.
+        TypeError: an option no term accepts.
+    """
+    terms = _parse(spec)
+    names = {name for name, _ in terms}
+    if num_classes == 1 and "ce" in names:
+        raise ValueError("'ce' needs at least 2 outputs; a one-output model uses 'bce'")
+    if num_classes > 1 and "bce" in names:
+        raise ValueError(f"'bce' is for one-output models; with num_classes={num_classes} use 'ce'")
+    if class_weights is not None and len(class_weights) != max(num_classes, 2):
+        raise ValueError(f"class_weights has {len(class_weights)} values; need {max(num_classes, 2)} (one per class)")
+    used = set().union(*(_options(name, kw)[1] for name in names))
+    if unknown := sorted(set(kw) - used):
+        raise TypeError(f"loss option(s) {unknown} are not accepted by any term of {spec!r}")
+    built = []
+    for name, weight in terms:
+        options: dict[str, object] = {"ignore_index": ignore_index, **_options(name, kw)[0]}
+        if name != "dice" and class_weights is not None:
+            options.setdefault("weight", list(class_weights))
+        built.append((name, weight, _LOSSES[name](**options)))
+    return CombinedLoss(built)
