@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "valid_input_sizes": "unetzoo.decoders.original",
     # weights and the hub
     "transforms_for": "unetzoo.weights",
+    "Preprocessing": "unetzoo.weights",
+    "WeightsNotFoundError": "unetzoo.weights",
     "from_pretrained": "unetzoo.hub",
     # inference
     "predict": "unetzoo.inference",
@@ -77,4 +79,4 @@ if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
         parse_name,
         register_model,
     )
-    from unetzoo.weights import transforms_for
+    from unetzoo.weights import Preprocessing, WeightsNotFoundError, transforms_for

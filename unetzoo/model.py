@@ -55,6 +55,9 @@ class UnetZooModel(nn.Module):
     num_classes: int
     #: inputs are zero-padded to a multiple of this (then cropped back); None = no padding
     pad_multiple: int | None = None
+    #: pixels lost per side by valid (unpadded) convolutions: the output is the input minus
+    #: ``2 * border`` in each dimension (92 for unet-original); 0 for same-size networks
+    border: int = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -109,7 +112,7 @@ class UnetZooModel(nn.Module):
         if not m:
             return x, h, w
         ph, pw = (-h) % m, (-w) % m
-        if ph or pw or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or ph or pw:  # no guard on the size when tracing
             x = F.pad(x, (0, pw, 0, ph))
         return x, h, w
 

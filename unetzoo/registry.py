@@ -45,7 +45,8 @@ class WeightsSpec:
 
     Attributes:
         tag: the name suffix that selects these weights (``unet-resnet50.tv_in1k``).
-        source: which loader fetches them: ``"torchvision"``, ``"timm"`` or ``"package"``.
+        source: which loader fetches them: ``"torchvision"``, ``"timm"`` or ``"package"``
+            (``"file"`` on the record returned for ``pretrained=<local path>``).
         location: the source-specific address: a torchvision weights enum
             (``"ResNet50_Weights.IMAGENET1K_V1"``), a timm pretrained name
             (``"resnet50.a1_in1k"``, fetched from ``timm/<name>`` on the Hub) or an
@@ -60,7 +61,7 @@ class WeightsSpec:
     """
 
     tag: str
-    source: Literal["torchvision", "timm", "package"]
+    source: Literal["torchvision", "timm", "package", "file"]
     location: str
     filename: str | None = None
     revision: str | None = None

@@ -1,0 +1,309 @@
+"""save_pretrained / from_pretrained / push_to_hub, the CLI, and a real Hub-compatible server (olah)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import HfApi, ModelCard
+from safetensors.torch import save_file
+
+import unetzoo
+from unetzoo.cli import main as cli
+from unetzoo.hub import FORMAT_VERSION, from_pretrained, save_pretrained
+from unetzoo.registry import UnknownModelError
+from unetzoo.weights import Preprocessing, transforms_for
+
+torch.set_num_threads(2)
+TINY = "unet-mobilenetv3_small_050"
+TINY_ARGS = dict(num_classes=3, in_chans=2, decoder_channels=(24, 16, 8, 8, 8), decoder_norm="bn", upsample="transpose")
+FILES = {"config.json", "model.safetensors", "README.md"}
+
+
+def _tiny_model() -> torch.nn.Module:
+    """A small model whose every tensor, BN statistics included, differs from a fresh build."""
+    torch.manual_seed(0)
+    model = unetzoo.create(TINY, **TINY_ARGS).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 2, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[torch.nn.Module, Path, torch.Tensor, torch.Tensor]:
+    """(model, its save_pretrained folder, an input, the model's logits on it)."""
+    model = _tiny_model()
+    folder = save_pretrained(model, tmp_path_factory.mktemp("saved") / "tiny", repo_id="org/tiny")
+    x = torch.randn(1, 2, 40, 36)
+    with torch.no_grad():
+        return model, folder, x, model(x)
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def _copy(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+# ------------------------------------------------------------------ save / load round trip
+def test_round_trip_is_bit_identical_and_never_downloads(saved, monkeypatch, no_network):
+    model, folder, x, expected = saved
+
+    def no_encoder_weights(*args, **kwargs):
+        raise AssertionError("from_pretrained must not load pretrained encoder weights")
+
+    monkeypatch.setattr("unetzoo.weights.load_pretrained", no_encoder_weights)
+    loaded = unetzoo.from_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    assert torch.equal(_logits(loaded, x), expected)
+    assert not loaded.training and loaded.config == unetzoo.create(TINY, **TINY_ARGS).config
+
+
+def test_config_records_every_constructor_argument(saved):
+    model, folder, _, _ = saved
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_name"] == TINY and config["library_name"] == "unetzoo"
+    assert config["format_version"] == FORMAT_VERSION and config["unetzoo_version"] == unetzoo.__version__
+    assert config["model_args"] == json.loads(json.dumps(model.config.create_kwargs()))
+    assert set(config["model_args"]) >= {"num_classes", "in_chans", *TINY_ARGS, "align_corners", "head_kernel"}
+    assert config["preprocessing"] == transforms_for(model).to_dict()
+    assert config["pretrained_from"] is None
+
+
+def test_model_card_metadata_and_usage(tmp_path, no_network):
+    model = unetzoo.create("unet-efficientnet_lite0", pretrained=True, num_classes=2)
+    folder = model.save_pretrained(tmp_path, repo_id="me/lite", datasets=["drive"], metrics={"dice": 0.8125})
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "unetzoo" and card.data.license == "apache-2.0"
+    assert {"unetzoo", "image-segmentation"} <= set(card.data.tags)
+    assert card.data.datasets == ["drive"] and card.data.metrics == ["dice"]
+    assert 'unetzoo.from_pretrained("me/lite")' in card.text and "0.8125" in card.text
+    config = json.loads((folder / "config.json").read_text())
+    assert config["pretrained_from"]["tag"] == "in1k" and config["preprocessing"]["mean"] == [0.5] * 3
+    resaved = unetzoo.from_pretrained(folder).save_pretrained(tmp_path / "again")
+    assert json.loads((resaved / "config.json").read_text())["pretrained_from"] == config["pretrained_from"]
+
+
+def test_reloaded_model_uses_the_recorded_preprocessing(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    _edit_config(folder, preprocessing={"mean": [0.1, 0.2], "std": [0.3, 0.4], "input_size": None})
+    assert transforms_for(unetzoo.from_pretrained(folder)) == Preprocessing((0.1, 0.2), (0.3, 0.4))
+
+
+def test_new_num_classes_keeps_all_but_the_head(saved):
+    model, folder, _, _ = saved
+    with pytest.warns(UserWarning, match=r"re-initialised \['head.weight', 'head.bias'\]|re-initialised \['head.bias'"):
+        loaded = from_pretrained(folder, num_classes=7)
+    assert loaded.num_classes == 7 and loaded.head.weight.shape[0] == 7
+    old, new = model.state_dict(), loaded.state_dict()
+    kept = [k for k in old if not k.startswith("head.")]
+    assert kept and all(torch.equal(old[k], new[k]) for k in kept)
+
+
+# ------------------------------------------------------------------ bad input: each names the file and the problem
+def test_truncated_weights_are_reported(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model\.safetensors.*(truncated|corrupt)"):
+        from_pretrained(folder)
+
+
+def test_corrupt_header_is_reported(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ValueError, match=str(folder / "model.safetensors")):
+        from_pretrained(folder)
+
+
+def test_unknown_model_in_config_is_reported(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    _edit_config(folder, model_name="unet-nosuchnet9000")
+    with pytest.raises(UnknownModelError, match=r"config\.json names the model 'unet-nosuchnet9000'"):
+        from_pretrained(folder)
+
+
+def test_newer_format_version_is_reported(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    _edit_config(folder, format_version=FORMAT_VERSION + 1, unetzoo_version="99.0")
+    with pytest.raises(ValueError, match=rf"config\.json has format_version {FORMAT_VERSION + 1}.*upgrade"):
+        from_pretrained(folder)
+
+
+def test_shape_mismatch_is_reported(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    _edit_config(folder, model_args={**config["model_args"], "in_chans": 1})
+    with pytest.raises(ValueError, match=r"model\.safetensors does not fit.*shape"):
+        from_pretrained(folder)
+
+
+def test_missing_files_and_bad_references(saved, tmp_path):
+    folder = _copy(saved[1], tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors is missing"):
+        from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor a Hub repository"):
+        from_pretrained(str(tmp_path / "not" / "here" / "at all"))
+
+
+# ------------------------------------------------------------------ publishing, up to the huggingface_hub boundary
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Record HfApi.create_repo / upload_folder calls (and the uploaded files) instead of uploading."""
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = dict(repo_id=repo_id, token=self.token, **kwargs)
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        calls["upload_folder"] = dict(files=files, **kwargs)
+        return "commit-info"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr("unetzoo.hub.share.network_block_reason", lambda url: None)  # no Hub is reachable here
+    for var in ("HF_HUB_OFFLINE", "UNETZOO_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return calls
+
+
+def test_push_to_hub_uploads_exactly_the_saved_folder(saved, fake_hub, tmp_path):
+    model, _, x, expected = saved
+    result = model.push_to_hub("me/tiny", token="hf_tok", private=True, commit_message="first")
+    assert result == "commit-info"
+    assert fake_hub["create_repo"] == dict(
+        repo_id="me/tiny", token="hf_tok", private=True, exist_ok=True, repo_type="model"
+    )
+    upload = fake_hub["upload_folder"]
+    assert upload["repo_id"] == "me/tiny" and upload["commit_message"] == "first"
+    assert set(upload["files"]) == FILES
+    for name, data in upload["files"].items():
+        (tmp_path / name).write_bytes(data)
+    assert torch.equal(_logits(from_pretrained(tmp_path), x), expected)
+    assert 'unetzoo.from_pretrained("me/tiny")' in upload["files"]["README.md"].decode()
+
+
+def test_push_refuses_offline_before_any_hub_call(saved, fake_hub, monkeypatch):
+    monkeypatch.setattr("unetzoo.hub.share.network_block_reason", lambda url: "HF_HUB_OFFLINE=1")
+    with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE=1"):
+        saved[0].push_to_hub("me/tiny")
+    assert not fake_hub
+
+
+def test_cli_push(saved, fake_hub, tmp_path, capsys):
+    folder = saved[1]
+    assert cli(["push", str(folder), "me/tiny", "--private", "--token", "tok", "--message", "m"]) == 0
+    assert fake_hub["create_repo"]["private"] is True and fake_hub["create_repo"]["token"] == "tok"
+    assert set(fake_hub["upload_folder"]["files"]) == FILES
+    assert fake_hub["upload_folder"]["files"]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    fake_hub.clear()
+    (tmp_path / "empty").mkdir()
+    assert cli(["push", str(tmp_path / "empty"), "me/tiny"]) == 1
+    assert "config.json is missing" in capsys.readouterr().err and not fake_hub
+
+
+# ------------------------------------------------------------------ a real Hub-compatible server (olah)
+@pytest.fixture
+def hub_env(hub_server, tmp_path, monkeypatch):
+    """Point huggingface_hub (as unetzoo calls it) at the local olah server, with an empty cache."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "UNETZOO_OFFLINE", "UNETZOO_WEIGHTS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return hub_server
+
+
+def test_from_pretrained_repo_through_the_real_client(saved, hub_env, tmp_path, monkeypatch):
+    model, folder, x, expected = saved
+    first = hub_env.publish("org/tiny", folder)
+    cache = tmp_path / "cache"
+    loaded = from_pretrained("org/tiny", cache_dir=cache)
+    assert torch.equal(_logits(loaded, x), expected)
+    assert (cache / "models--org--tiny" / "snapshots" / first / "model.safetensors").is_file()
+    # a new commit is served at once; revision= pins the old one
+    changed = _copy(folder, tmp_path / "v2")
+    _edit_config(changed, preprocessing={"mean": [0.3, 0.3], "std": [0.2, 0.2], "input_size": None})
+    hub_env.publish("org/tiny", changed)
+    assert transforms_for(from_pretrained("org/tiny", cache_dir=cache)).mean == (0.3, 0.3)
+    assert transforms_for(from_pretrained("org/tiny", cache_dir=cache, revision=first)) == transforms_for(model)
+    with pytest.raises(FileNotFoundError, match="no repository org/missing"):
+        from_pretrained("org/missing", cache_dir=cache)
+
+
+def test_offline_reload_from_the_filled_cache(saved, hub_env, tmp_path, monkeypatch):
+    _, folder, x, expected = saved
+    hub_env.publish("org/offline", folder)
+    cache = tmp_path / "cache"
+    from_pretrained("org/offline", cache_dir=cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network used while offline"))
+    assert torch.equal(_logits(from_pretrained("org/offline", cache_dir=cache), x), expected)
+    assert torch.equal(_logits(from_pretrained("org/offline", cache_dir=cache, local_files_only=True), x), expected)
+    with pytest.raises(FileNotFoundError, match="not in the Hugging Face cache.*unetzoo pull"):
+        from_pretrained("org/never-downloaded", cache_dir=cache)
+
+
+def _timm_repo(folder: Path, arch: str, tag: str, state: dict[str, torch.Tensor]) -> Path:
+    """A folder laid out like timm's Hub repositories: model.safetensors + config.json."""
+    folder.mkdir(parents=True)
+    save_file(state, folder / "model.safetensors")
+    cfg = timm.models.get_pretrained_cfg(f"{arch}.{tag}").to_dict()
+    config = {"architecture": arch, "num_classes": 1000, "pretrained_cfg": {"tag": tag, **cfg}}
+    (folder / "config.json").write_text(json.dumps(config, default=list))
+    return folder
+
+
+def test_timm_encoder_weights_through_the_hub(hub_env, tmp_path, monkeypatch):
+    torch.manual_seed(5)
+    state = timm.create_model("resnet18").state_dict()
+    hub_env.publish("timm/resnet18.a1_in1k", _timm_repo(tmp_path / "timm", "resnet18", "a1_in1k", state))
+    model = unetzoo.create("unet-resnet18", pretrained=True, num_classes=2)
+    assert model.weights_spec.location == "resnet18.a1_in1k"
+    encoder = model.encoder.model.state_dict()
+    assert len(encoder) > 50 and all(torch.equal(v, state[k]) for k, v in encoder.items())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("socket.create_connection", lambda *a, **k: pytest.fail("network used while offline"))
+    again = unetzoo.create("unet-resnet18", pretrained=True, num_classes=2)
+    assert torch.equal(again.encoder.model.conv1.weight, state["conv1.weight"])
+
+
+def test_cli_pull_in_a_fresh_process(saved, hub_server, tmp_path):
+    _, folder, x, expected = saved
+    commit = hub_server.publish("org/pulled", folder)
+    env = {**os.environ, "HF_ENDPOINT": hub_server.url, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    dest = tmp_path / "pulled"
+    cmd = [sys.executable, "-m", "unetzoo", "pull", "org/pulled", str(dest), "--revision", commit]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert FILES <= {p.name for p in dest.iterdir()}
+    assert torch.equal(_logits(from_pretrained(dest), x), expected)
+
+
+def test_cli_pull_errors(hub_env, tmp_path, capsys, monkeypatch):
+    assert cli(["pull", "org/absent", str(tmp_path / "x")]) == 1
+    assert "no repository org/absent" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli(["pull", "org/absent", str(tmp_path / "x")]) == 1
+    assert "HF_HUB_OFFLINE=1" in capsys.readouterr().err

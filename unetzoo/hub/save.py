@@ -1,0 +1,96 @@
+"""``save_pretrained``: ``model.safetensors`` + ``config.json`` + ``README.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetzoo.hub.card import model_card
+from unetzoo.weights.preprocessing import transforms_for
+
+__all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "model_config", "save_pretrained"]
+
+#: bump when config.json changes incompatibly; readers refuse newer versions
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+
+
+def model_config(model: torch.nn.Module) -> dict[str, Any]:
+    """The ``config.json`` content for ``model``: enough to rebuild it with :func:`unetzoo.create`."""
+    from unetzoo import __version__
+
+    if getattr(model, "config", None) is None:
+        raise ValueError(f"{type(model).__name__} has no .config; build models with unetzoo.create() to save them")
+    weights = getattr(model, "weights_spec", None)
+    started = getattr(model, "pretrained_from", None)  # set by from_pretrained
+    if weights is not None:
+        started = {"tag": weights.tag, "source": weights.source, "location": weights.location}
+    return {
+        "library_name": "unetzoo",
+        "format_version": FORMAT_VERSION,
+        "unetzoo_version": __version__,
+        "model_name": model.config.name,
+        "model_args": model.config.create_kwargs(),
+        "pretrained_from": started,
+        "preprocessing": transforms_for(model).to_dict(),
+    }
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` as contiguous CPU tensors, copying any that share storage (safetensors needs that)."""
+    out, seen = {}, set()
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        where = (value.untyped_storage().data_ptr(), value.storage_offset())
+        out[key] = value.clone() if where in seen and value.numel() else value
+        seen.add(where)
+    return out
+
+
+def save_pretrained(
+    model: torch.nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    license: str | None = None,
+    datasets: Sequence[str] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and a ``README.md`` model card to ``save_directory``.
+
+    Args:
+        model: a model built by :func:`unetzoo.create` or :func:`unetzoo.from_pretrained`.
+        save_directory: created if needed; existing files of the same names are replaced.
+        repo_id: shown in the card's title and usage snippet.
+        license: Hub license id for the card (default: the pretrained weights' license, if known).
+        datasets, metrics, tags: card metadata (``metrics`` maps names to values: a results table).
+
+    Returns:
+        The directory.
+
+    Example:
+        >>> model.save_pretrained("out/", datasets=["drive"], metrics={"dice": 0.81})
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(save_directory).expanduser()
+    config = model_config(model)
+    try:
+        text = json.dumps(config, indent=2) + "\n"
+    except TypeError as err:
+        raise TypeError(f"{config['model_name']}: a constructor argument cannot be written to JSON ({err})") from err
+    weights = getattr(model, "weights_spec", None)
+    if license is None and weights is not None and weights.license not in ("", "unknown"):
+        license = weights.license
+    card = model_card(config, repo_id=repo_id, license=license, datasets=datasets, metrics=metrics, tags=tags)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(_tensors(model), folder / WEIGHTS_NAME, metadata={"format": "pt", "unetzoo_model": config["model_name"]})
+    (folder / CONFIG_NAME).write_text(text)
+    (folder / CARD_NAME).write_text(card)
+    return folder

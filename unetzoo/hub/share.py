@@ -1,0 +1,115 @@
+"""Publishing to and pulling from the Hugging Face Hub, through ``huggingface_hub``'s own API.
+
+Uploads go through ``HfApi.create_repo`` + ``HfApi.upload_folder`` and need a real Hub (or a
+server that implements its upload API); downloads work against the Hub or any mirror named
+by ``HF_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetzoo.hub.load import model_files, read_config
+from unetzoo.hub.save import CONFIG_NAME, save_pretrained
+from unetzoo.weights.network import hf_endpoint, network_block_reason
+
+__all__ = ["push_folder", "push_to_hub", "pull"]
+
+
+def _require_network(action: str) -> str:
+    endpoint = hf_endpoint()
+    blocked = network_block_reason(endpoint)
+    if blocked:
+        raise ConnectionError(f"cannot {action}: {endpoint} cannot be used ({blocked})")
+    return endpoint
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """Check that ``folder`` holds a loadable saved model (readable config and safetensors)."""
+    from unetzoo.weights.local import read_safetensors
+
+    config_path, weights_path = model_files(folder)
+    read_config(config_path)
+    read_safetensors(weights_path)
+    return Path(folder)
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool = False,
+    commit_message: str = "Upload unetzoo model",
+    revision: str | None = None,
+    create_pr: bool = False,
+) -> Any:
+    """Upload a folder written by :func:`save_pretrained` (checked first) to ``repo_id``.
+
+    Creates the repository if needed, then commits the whole folder. Returns the
+    ``huggingface_hub.CommitInfo``.
+    """
+    from huggingface_hub import HfApi
+
+    folder = check_folder(Path(folder).expanduser())
+    api = HfApi(endpoint=_require_network(f"push to {repo_id}"), token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.upload_folder(
+        repo_id=getattr(url, "repo_id", None) or repo_id,
+        folder_path=folder,
+        repo_type="model",
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+    )
+
+
+def push_to_hub(
+    model: torch.nn.Module,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool = False,
+    commit_message: str = "Upload unetzoo model",
+    revision: str | None = None,
+    create_pr: bool = False,
+    **card: Any,
+) -> Any:
+    """Save ``model`` to a temporary folder and upload it (``card`` kwargs go to :func:`save_pretrained`).
+
+    Example:
+        >>> model.push_to_hub("me/unet-drive", private=True, datasets=["drive"], metrics={"dice": 0.81})
+    """
+    with tempfile.TemporaryDirectory(prefix="unetzoo-push-") as tmp:
+        save_pretrained(model, tmp, repo_id=repo_id, **card)
+        return push_folder(
+            tmp,
+            repo_id,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+def pull(repo_id: str, local_dir: str | os.PathLike, *, revision: str | None = None, token=None) -> Path:
+    """Download a model repository into ``local_dir``; ``from_pretrained(local_dir)`` then works offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    endpoint = _require_network(f"pull {repo_id}")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, token=token, local_dir=local_dir, endpoint=endpoint)
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"{repo_id} on {endpoint} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"no repository {repo_id} on {endpoint} (a private one needs token=...)") from None
+    folder = Path(folder)
+    read_config(folder / CONFIG_NAME)
+    return folder
