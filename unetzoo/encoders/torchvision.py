@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers as vgg_make_layers
 
 from unetzoo.encoders.base import Encoder
 
@@ -24,10 +26,7 @@ class VGGEncoder(Encoder):
 
     def __init__(self, name: str = "vgg16", *, in_chans: int = 3) -> None:
         super().__init__()
-        features = torchvision.models.get_model(name, weights=None).features
-        if in_chans != 3:
-            conv = features[0]
-            features[0] = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        features = _vgg_features(name, in_chans)
         self.features = features
         self.in_chans = in_chans
         pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
@@ -49,6 +48,29 @@ class VGGEncoder(Encoder):
             x = stage(x)
             out.append(x)
         return out
+
+
+_VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+
+
+def _vgg_features(name: str, in_chans: int) -> nn.Sequential:
+    """torchvision's VGG ``features`` (same layers, keys and init) without the 120M-parameter
+    classifier that building the whole model would allocate only to throw away."""
+    base = name.removesuffix("_bn")
+    if base not in _VGG_CONFIGS:
+        raise ValueError(f"unknown VGG {name!r}; choose one of {sorted(_VGG_CONFIGS)} (optionally with _bn)")
+    features = vgg_make_layers(vgg_cfgs[_VGG_CONFIGS[base]], batch_norm=name.endswith("_bn"))
+    if in_chans != 3:
+        conv = features[0]
+        features[0] = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    for m in features.modules():  # torchvision VGG's initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return features
 
 
 class ResNetEncoder(Encoder):
