@@ -87,7 +87,7 @@ class Up(nn.Module):
         x = self.up(x)
         dy = skip.shape[-2] - x.shape[-2]
         dx = skip.shape[-1] - x.shape[-1]
-        if dy or dx:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or dy or dx:  # traced graphs: general path
             x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
         return self.block(torch.cat([skip, x], dim=1))
 

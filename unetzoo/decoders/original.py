@@ -79,7 +79,7 @@ def original_output_size(n: int) -> int:
 
 
 def _check_size(h: int, w: int) -> None:
-    bad = [n for n in dict.fromkeys((h, w)) if not _is_valid(n)]
+    bad = list(dict.fromkeys(n for n in (h, w) if not _is_valid(n)))  # hash only invalid (concrete) sizes
     if not bad:
         return
     if len(bad) == 1:

@@ -1,0 +1,185 @@
+"""The ``unetzoo predict``, ``unetzoo list`` and ``unetzoo info`` commands, run in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unetzoo
+from unetzoo import io
+from unetzoo.cli import main
+from unetzoo.cli.predict_cmd import collect_images, load_model
+
+torch.set_num_threads(2)
+
+
+def _write_rgb(path: Path, h: int, w: int, seed: int) -> np.ndarray:
+    rs = np.random.RandomState(seed)
+    yy, xx = np.mgrid[:h, :w]
+    img = np.stack([(yy * 255 // h), (xx * 255 // w), rs.randint(0, 256, (h, w))], -1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return img
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-classic", base_c=4, bilinear=True, num_classes=2)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    _write_rgb(folder / "a.png", 40, 52, 0)
+    _write_rgb(folder / "sub" / "b.jpg", 33, 47, 1)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png")
+    (folder / "notes.txt").write_text("ignored: not an image")
+    return folder
+
+
+def test_predict_folder_writes_labels_overlays_probs_and_reports_bad_files(saved_model, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", str(saved_model), str(images), "--out", str(out), "--probs", "--tile", "32"])
+    err = capsys.readouterr().err
+    assert rc == 1  # one unreadable image
+    assert "broken.png" in err and "a.png" not in err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "a_labels.png", "a_overlay.png", "a_prob.png",
+        "sub/b_labels.png", "sub/b_overlay.png", "sub/b_prob.png",
+    ]  # fmt: skip
+    labels = Image.open(out / "a_labels.png")
+    assert labels.mode == "P" and labels.size == (52, 40)
+    assert labels.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
+    prob = np.asarray(Image.open(out / "a_prob.png"))
+    assert prob.dtype == np.uint16 and prob.shape == (40, 52)
+    # the label map is the thresholded foreground probability
+    np.testing.assert_array_equal(np.asarray(labels) == 1, prob > 32767)
+    overlay = np.asarray(Image.open(out / "sub" / "b_overlay.png"))
+    assert overlay.shape == (33, 47, 3) and overlay.dtype == np.uint8
+
+
+def test_predict_registry_name_with_foreign_checkpoint_matches_the_original_network(tmp_path, capsys):
+    """A WZMIAOMIAO checkpoint (base_c inferred) through the CLI gives the original network's labels."""
+    from reference import randomize, wzmiaomiao
+
+    ref = randomize(wzmiaomiao.UNet(in_channels=3, num_classes=3, bilinear=True, base_c=4)).eval()
+    ckpt = tmp_path / "wz.pth"
+    torch.save({"model": ref.state_dict()}, ckpt)
+    img = _write_rgb(tmp_path / "in" / "scan.png", 48, 64, 2)
+    rc = main(["predict", "unet-classic", str(tmp_path / "in" / "scan.png"), "--checkpoint", str(ckpt),
+               "--out", str(tmp_path / "out"), "--no-overlay"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    x = (torch.from_numpy(img).permute(2, 0, 1) / 255.0 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / (
+        torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    )  # unetzoo.transforms_for(model) for a model without pretrained weights: ImageNet statistics
+    with torch.no_grad():
+        expected = ref(x[None])["out"][0].argmax(0).numpy()
+    got = np.asarray(Image.open(tmp_path / "out" / "scan_labels.png"))
+    assert (got == expected).mean() > 0.999  # ties aside, identical
+    assert not (tmp_path / "out" / "scan_overlay.png").exists()
+
+
+def test_nothing_written_is_lost_and_writes_are_atomic(saved_model, images, tmp_path):
+    out = tmp_path / "out"
+    main(["predict", str(saved_model), str(images / "a.png"), "--out", str(out)])
+    before = (out / "a_labels.png").read_bytes()
+    bad = [str(images / "broken.png"), str(tmp_path / "missing.png")]
+    rc = main(["predict", str(saved_model), *bad, "--out", str(out)])
+    assert rc == 1
+    assert (out / "a_labels.png").read_bytes() == before
+    target = out / "a_overlay.png"
+    old = target.read_bytes()
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == old
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_overlay_tints_foreground_only():
+    img = np.full((4, 4), 100, np.uint8)
+    labels = np.zeros((4, 4), np.int64)
+    labels[1, 2] = 1
+    ov = io.overlay(img, labels, alpha=0.5)
+    assert ov[0, 0].tolist() == [100, 100, 100]
+    assert ov[1, 2].tolist() == [114, 50, 50]  # (100 + 128) / 2, (100 + 0) / 2 with VOC class 1 = (128, 0, 0)
+
+
+def test_io_round_trips_keep_values(tmp_path):
+    labels = np.random.RandomState(0).randint(0, 21, (9, 11))
+    io.write_label_png(tmp_path / "l.png", labels)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l.png")), labels)
+    prob = np.linspace(0, 1, 99).reshape(9, 11)
+    io.write_probability_png(tmp_path / "p.png", prob)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "p.png"), np.round(prob * 65535).astype(np.uint16))
+    grey16 = io.read_image(tmp_path / "p.png", channels=3)  # 16-bit grey kept at full range, replicated
+    assert grey16.dtype == np.uint16 and grey16.shape == (9, 11, 3) and grey16.max() == 65535
+    with pytest.raises(io.ImageReadError, match="missing.png"):
+        io.read_image(tmp_path / "missing.png")
+
+
+def test_collect_images_keeps_subfolders_and_separates_clashing_names(tmp_path):
+    _write_rgb(tmp_path / "x" / "a.png", 8, 8, 0)
+    _write_rgb(tmp_path / "x" / "a.jpg", 8, 8, 0)
+    _write_rgb(tmp_path / "x" / "out" / "old_overlay.png", 8, 8, 0)  # inside the output folder: skipped
+    found, missing = collect_images([str(tmp_path / "x"), str(tmp_path / "nope")], exclude=tmp_path / "x" / "out")
+    assert sorted(stem.as_posix() for _, stem in found) == ["a_jpg", "a_png"]
+    assert missing == [str(tmp_path / "nope")]
+
+
+def test_load_model_dispatch(saved_model, monkeypatch):
+    assert load_model(str(saved_model)).config.name == "unet-classic"
+    calls = []
+    monkeypatch.setattr(unetzoo, "from_pretrained", lambda repo, **kw: calls.append((repo, kw)) or "hub-model")
+    assert load_model("org/cells", revision="v1") == "hub-model"
+    assert calls == [("org/cells", {"revision": "v1"})]
+
+    def offline(repo, **kw):
+        raise FileNotFoundError("not in the cache and HF_HUB_OFFLINE=1")
+
+    monkeypatch.setattr(unetzoo, "from_pretrained", offline)
+    with pytest.raises(ValueError, match="cannot load 'org/cells'.*HF_HUB_OFFLINE"):
+        load_model("org/cells")
+    with pytest.raises(ValueError, match="--checkpoint"):
+        load_model(str(saved_model), checkpoint=Path("x.pth"))
+
+
+def test_predict_bad_model_or_no_images_exit_2(images, tmp_path, capsys):
+    assert main(["predict", "unet-resnt50", str(images), "--out", str(tmp_path / "o")]) == 2
+    assert "unet-resnet50" in capsys.readouterr().err  # the suggestion
+    assert main(["predict", "unet-classic", str(tmp_path / "empty_missing"), "--out", str(tmp_path / "o")]) == 2
+
+
+# ----------------------------------------------------------------------------- list / info
+def test_list_marks_curated_models_and_filters(capsys):
+    assert main(["list", "unet-res*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = {line.split()[0] for line in lines if line.endswith("curated")}
+    assert {"unet-resnet18", "unet-resnet34", "unet-resnet50"} <= marked
+    assert "unet-resnet101" in {line.split()[0] for line in lines} - marked  # any timm backbone, unmarked
+    assert main(["list", "vgg16", "--pretrained", "--curated"]) == 0
+    assert capsys.readouterr().out.split() == ["unet-vgg16.tv_in1k", "curated"]
+    assert main(["list", "no_such_model_zzz"]) == 1
+
+
+def test_info_prints_encoder_weights_and_options(capsys):
+    assert main(["info", "unet-resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision resnet50" in out
+    assert "64, 256, 512, 1024, 2048" in out and "2, 4, 8, 16, 32" in out  # torchvision ResNet-50 taps
+    assert "tv_in1k (default)" in out and "0.485, 0.456, 0.406" in out and "bsd-3-clause" in out
+    assert "decoder_channels = None" in out
+    assert main(["info", "unet-original"]) == 0
+    out = capsys.readouterr().out
+    assert "31,030,658" in out and "dropout = 0.0" in out  # SEED_SYSTEMS §4
+    assert main(["info", "unet-resnt50"]) == 2
+    assert "unet-resnet50" in capsys.readouterr().err

@@ -1,0 +1,197 @@
+"""``unetzoo predict MODEL INPUTS... --out DIR``: segment image files or folders of any size.
+
+For every image ``<name>.<ext>`` it writes, next to each other under ``DIR`` (folder inputs keep
+their sub-folders):
+
+* ``<name>_labels.png``: palette PNG whose pixel values are the class indices;
+* ``<name>_overlay.png``: the image with each class tinted in its palette colour;
+* with ``--probs``: ``<name>_prob.png`` (16-bit PNG of the foreground probability, 1-2 classes)
+  or ``<name>_probs.npy`` (float16 ``CxHxW`` probabilities, more classes).
+
+Every file is written atomically. An image that cannot be read or segmented is reported by
+name and skipped; the exit status is 1 if any was, and everything written before stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  unetzoo predict runs/cells/best slides/ --out masks/ --tile 512 --probs
+  unetzoo predict unet-classic scan.png --checkpoint milesial.pth --out out/ --tta
+  unetzoo predict org/unet-cells photo.jpg --out out/        (a Hub id)
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="segment images or folders of images of any size (tiled)",
+        description="Segment images with a trained model, tile by tile (memory bounded by the tile).\n"
+        "MODEL is a saved model directory, a Hub id (org/name) or a registry name together with --checkpoint.\n"
+        "Writes <name>_labels.png (palette), <name>_overlay.png and, with --probs, <name>_prob.png (16-bit)\n"
+        "or <name>_probs.npy (more than 2 classes) under --out; unreadable images are skipped (exit 1).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="saved model directory, Hub id, or registry name (with --checkpoint)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    p.add_argument("--out", "-o", required=True, type=Path, help="output folder (created if needed)")
+    p.add_argument("--checkpoint", type=Path, help="whole-model checkpoint for a registry name (any supported format)")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit) when MODEL is a Hub id")
+    p.add_argument("--tile", type=int, help="tile size in pixels (default: 512, or 572 for unet-original)")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles (default: tile/4; padded networks)")
+    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default: 2)")
+    p.add_argument("--probs", action="store_true", help="also write probability maps")
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    p.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write overlay PNGs")
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours in overlays (default: 0.5)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="autocast dtype (default: float32)")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------- inputs
+def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Image files named or found under ``inputs``, each with its output stem (relative path).
+
+    Returns:
+        ``(path, stem)`` pairs, and the inputs that do not exist. Files under ``exclude`` (the
+        output folder) are skipped; stems that clash (``a.png`` and ``a.jpg``) keep their suffix.
+    """
+    from unetzoo.io import IMAGE_EXTENSIONS
+
+    found: list[tuple[Path, Path]] = []
+    missing: list[str] = []
+    skip = exclude.resolve() if exclude is not None else None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found += [(f, f.relative_to(path)) for f in files if skip is None or skip not in f.resolve().parents]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            missing.append(item)
+    stems = [rel.with_suffix("") for _, rel in found]
+    clash = {s for s in stems if stems.count(s) > 1}
+    pairs = [
+        (p, rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem)
+        for (p, rel), stem in zip(found, stems)
+    ]
+    return list(dict.fromkeys(pairs)), missing
+
+
+# ----------------------------------------------------------------------------- the model
+def load_model(source: str, checkpoint: Path | None = None, revision: str | None = None) -> Any:
+    """A model from a saved directory, a registry name (+ checkpoint) or a Hub id.
+
+    Raises:
+        ValueError: when ``source`` is none of those, or the combination makes no sense.
+    """
+    import unetzoo
+    from unetzoo.registry import UnknownModelError, get_spec
+
+    if Path(source).is_dir():
+        if checkpoint is not None:
+            raise ValueError(f"{source} is a saved model directory; --checkpoint only goes with a registry name")
+        return unetzoo.from_pretrained(source)
+    if "/" not in source:
+        get_spec(source)  # raises UnknownModelError with suggestions
+        if checkpoint is None:
+            print(
+                f"warning: {source} without --checkpoint has an untrained decoder; its predictions are meaningless",
+                file=sys.stderr,
+            )
+            return unetzoo.create(source)
+        return unetzoo.create(source, checkpoint=checkpoint)
+    if checkpoint is not None:
+        raise ValueError(f"--checkpoint goes with a registry name such as unet-classic, not with {source!r}")
+    try:
+        return unetzoo.from_pretrained(source, revision=revision)
+    except UnknownModelError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"cannot load {source!r}: it is not a directory here, and as a Hub id: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- one image
+def _write_outputs(args: argparse.Namespace, image, probs, base: Path) -> None:
+    import numpy as np
+    import torch
+
+    from unetzoo import io
+    from unetzoo.inference import scores_to_labels
+
+    labels = scores_to_labels(torch.from_numpy(probs)).numpy()
+    io.write_label_png(base.with_name(base.name + "_labels.png"), labels)
+    if args.overlay:
+        io.write_png(base.with_name(base.name + "_overlay.png"), io.overlay(image, labels, alpha=args.alpha))
+    if args.probs:
+        if probs.shape[0] <= 2:
+            io.write_probability_png(base.with_name(base.name + "_prob.png"), probs[-1])
+        else:
+            io.save_npy(base.with_name(base.name + "_probs.npy"), probs.astype(np.float16))
+
+
+def _segment(args: argparse.Namespace, model, path: Path, stem: Path, single: bool) -> None:
+    import torch
+
+    from unetzoo import io
+    from unetzoo.inference import predict
+
+    image = io.read_image(path, channels=model.in_chans)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    probs = predict(
+        model,
+        image,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        output="probs",
+        tta=args.tta,
+        dtype=dtype,
+        progress=single,
+    )
+    _write_outputs(args, image, probs, args.out / stem)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from unetzoo.io import ImageReadError
+
+    images, failed = collect_images(args.inputs, exclude=args.out)
+    for item in failed:
+        print(f"error: input {item} does not exist", file=sys.stderr)
+    if not images:
+        print("error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.model, args.checkpoint, args.revision)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    args.out.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for path, stem in tqdm(images, unit="image", desc="predict", disable=len(images) == 1):
+        try:
+            _segment(args, model, path, stem, single=len(images) == 1)
+            done += 1
+        except ImageReadError as exc:
+            tqdm.write(f"error: {exc} (skipped)", file=sys.stderr)
+            failed.append(str(path))
+        except (ValueError, RuntimeError) as exc:
+            tqdm.write(f"error: could not segment {path}: {exc}", file=sys.stderr)
+            failed.append(str(path))
+    print(f"segmented {done} image(s) into {args.out}")
+    if failed:
+        print(f"{len(failed)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
