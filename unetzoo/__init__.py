@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "from_pretrained": "unetzoo.hub",
     # inference
     "predict": "unetzoo.inference",
+    "optimize_for_inference": "unetzoo.fast",
+    "export_model": "unetzoo.export",
     # fine-tuning building blocks
     "SegmentationFolder": "unetzoo.data",
     "build_loss": "unetzoo.losses",
@@ -68,6 +70,8 @@ if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
     from unetzoo.hub import from_pretrained
     from unetzoo.data import SegmentationFolder
     from unetzoo.inference import predict
+    from unetzoo.fast import optimize_for_inference
+    from unetzoo.export import export_model
     from unetzoo.losses import build_loss
     from unetzoo.metrics import ConfusionMatrix
     from unetzoo.model import SegmentationModel, UnetZooModel

@@ -116,6 +116,14 @@ class UnetZooModel(nn.Module):
             x = F.pad(x, (0, pw, 0, ph))
         return x, h, w
 
+    @staticmethod
+    def _crop(out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Undo :meth:`_pad`: a view in eager mode; under torch.compile/export a negative pad,
+        whose contiguous output lets the graph keep height and width dynamic."""
+        if torch.compiler.is_compiling():
+            return F.pad(out, (0, w - out.shape[-1], 0, h - out.shape[-2]))
+        return out[..., :h, :w]
+
     # ------------------------------------------------------------------ transfer learning
     def freeze_encoder(self, stages: int | None = None) -> "UnetZooModel":
         """Freeze the encoder, or only its first ``stages`` stages.
@@ -218,6 +226,15 @@ class UnetZooModel(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def optimize_for_inference(self, **kwargs: Any) -> "UnetZooModel":
+        """Fold norms, channels-last, bfloat16 where native, optional compile; in place.
+
+        See :func:`unetzoo.fast.optimize_for_inference` for the options and tolerances.
+        """
+        from unetzoo.fast import optimize_for_inference
+
+        return optimize_for_inference(self, **kwargs)
+
 
 class SegmentationModel(UnetZooModel):
     """Encoder + U-Net decoder + head; returns full-resolution logits for any input size.
@@ -246,7 +263,7 @@ class SegmentationModel(UnetZooModel):
         self.check_input(x)
         x, h, w = self._pad(x)
         out = self.head(self.decoder(self.encoder(x)))
-        return out[..., :h, :w]
+        return self._crop(out, h, w)
 
     def features(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         """The encoder's feature pyramid for ``x`` (already padded to the stride)."""

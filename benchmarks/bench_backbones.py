@@ -1,0 +1,165 @@
+"""Compare unetzoo's backbones, check the speed targets against smp, write benchmarks/results/.
+
+Two parts, each written as CSV + markdown (+ JSON with every record, + PNG for the backbones):
+
+* ``backbones`` — every default model: parameters, GFLOPs, float32 inference at 512x512
+  batch 1 (eager and the fast path), a float32 training step at 256x256 batch 8, peak memory,
+  % of the measured peak, and the held-out IoU of a short fine-tune (same recipe for all).
+* ``targets`` — unet-resnet50 and unet-vgg16 side by side with segmentation_models_pytorch's
+  ``Unet`` (same encoder; unetzoo's decoder configured like smp's), the plain re-implementation
+  of the seed network (``seed_resnet50_baseline.py``), bfloat16 cases, and the issue's targets.
+
+    python benchmarks/bench_backbones.py                      # both parts (hours on 2 CPU cores)
+    python benchmarks/bench_backbones.py --part targets
+    python benchmarks/bench_backbones.py --part backbones --no-accuracy --models unet-resnet18
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from unetzoo.bench.cases import Case, smp_like_options
+from unetzoo.bench.run import run_benchmark
+from unetzoo.bench.suite import DEFAULT_MODELS, SMP_SUFFIX, BenchConfig, smp_name
+
+HERE = Path(__file__).resolve().parent
+SEED = f"{HERE / 'seed_resnet50_baseline.py'}:SeedUnet"
+#: (batch, side) of inference and training cases; --quick shrinks them to check the pipeline
+SHAPES = {"infer": (1, 512), "train": (8, 256)}
+NOTES = [
+    "Each case runs in a fresh process (2 warm-up calls, then >= 5 timed calls; bfloat16 cases 1 + 3 "
+    "because they are slow on CPUs without native bfloat16). Times are medians; spread is the IQR / median.",
+    "The CPU is shared with other jobs; the load average at start and end is recorded above. "
+    "Figures taken under load are pessimistic.",
+    "GFLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 per multiply-add; convolutions "
+    "and matmuls). Training-step GFLOPs count forward + backward.",
+    "Peak memory: the process's resident set high-water mark (ru_maxrss, sampled RSS) during warm-up "
+    "and timed calls; '+MB in step' is the increase over the model's resting footprint.",
+]
+
+
+def _case(model: str, variant: str, mode: str, dtype: str, *, options=None, label="", threads=None) -> Case:
+    batch, size = SHAPES[mode]
+    warmup, repeats = (2, 5) if dtype == "float32" else (1, 3)
+    return Case(model=model, variant=variant, mode=mode, dtype=dtype, batch=batch, size=size,
+                options=options or {}, label=label, warmup=warmup, repeats=repeats, num_classes=2)
+
+
+def target_cases(models: list[str], bf16_train: list[str]) -> list[Case]:
+    cases = []
+    for model in models:
+        twin, smp_opts = f"smp:{smp_name(model)}", smp_like_options(model)
+        label = model + SMP_SUFFIX
+        cases += [_case(model, "eager", "infer", "float32"), _case(model, "fast", "infer", "float32"),
+                  _case(model, "fast", "infer", "bfloat16"), _case(model, "eager", "train", "float32")]
+        cases += [_case(model, v, "infer", d, options=smp_opts, label=label)
+                  for v, d in (("eager", "float32"), ("fast", "float32"), ("fast", "bfloat16"))]
+        cases += [_case(twin, v, "infer", d) for v, d in (("eager", "float32"), ("cl", "float32"), ("cl", "bfloat16"))]
+        cases += [_case(model, "eager", "train", "float32", options=smp_opts, label=label),
+                  _case(twin, "eager", "train", "float32")]
+        if model in bf16_train:
+            cases += [_case(model, "cl", "train", "bfloat16", options=smp_opts, label=label),
+                      _case(twin, "cl", "train", "bfloat16")]
+    if "unet-resnet50" in models:
+        cases += [_case(SEED, "eager", "infer", "float32", label="seed unet-resnet50 (plain eager)"),
+                  _case(SEED, "eager", "train", "float32", label="seed unet-resnet50 (plain eager)")]
+    return cases
+
+
+def _find(rows, name, mode, dtype, variant):
+    for r in rows:
+        if (r.get("name"), r.get("mode"), r.get("dtype"), r.get("variant")) == (name, mode, dtype, variant):
+            return None if "error" in r else r
+    return None
+
+
+def _target(text, measured, goal, met):
+    return {"target": text, "measured": measured, "goal": goal, "met": bool(met)}
+
+
+def targets(rows, comparisons, peaks):
+    """The issue's targets, each with the figure that decides it."""
+    out = []
+    for model in ("unet-resnet50", "unet-vgg16"):
+        for dtype in ("bfloat16", "float32"):
+            r = _find(rows, model, "infer", dtype, "fast")
+            if r and "frac_of_peak" in r:
+                out.append(_target(f"{model} inference 512x512 b1, fast path {dtype}: % of {dtype} GEMM peak",
+                                   f"{r['frac_of_peak']:.0%} ({r['tflops_achieved']:.3f} of "
+                                   f"{r['peak_tflops']:.3f} TFLOP/s; best repeat {r['frac_of_peak_best']:.0%})",
+                                   ">= 60%", r["frac_of_peak"] >= 0.6))
+        label, twin = model + SMP_SUFFIX, f"smp:{smp_name(model)}"
+        for c in comparisons:
+            if c["model"] != model:
+                continue
+            what = f"{c['mode']} {c['dtype']} unetzoo {c['unetzoo_variant']} vs smp {c['smp_variant']}"
+            flops_note = "" if c["flops_equal"] else " (FLOPs differ: compare FLOP/s)"
+            if c["mode"] == "infer" and c["unetzoo_variant"] == "eager":
+                ratio = 1 / c["speedup"]
+                out.append(_target(f"{model}: {what}: time uz/smp{flops_note}",
+                                   f"{ratio:.3f} (best repeats {1 / c['speedup_best']:.3f}; FLOP/s ratio "
+                                   f"{c['flops_rate_ratio']:.2f})", "<= 1.05",
+                                   ratio <= 1.05 if c["flops_equal"] else 1 / c["flops_rate_ratio"] <= 1.05))
+            if c["mode"] == "infer" and c["unetzoo_variant"] == "fast":
+                ok = c["speedup"] >= 1.2 if c["flops_equal"] else c["flops_rate_ratio"] >= 1.2
+                out.append(_target(f"{model}: {what}{flops_note}: speed-up",
+                                   f"{c['speedup']:.2f}x (best repeats {c['speedup_best']:.2f}x; FLOP/s ratio "
+                                   f"{c['flops_rate_ratio']:.2f})", ">= 1.2x", ok))
+            if c["mode"] == "train":
+                out.append(_target(f"{model}: {what}: peak memory per FLOP uz/smp",
+                                   f"{c['mem_per_gflop_ratio']:.2f} ({c['mem_increase_mb_unetzoo']:.0f} vs "
+                                   f"{c['mem_increase_mb_smp']:.0f} MB)", "<= 1.00", c["mem_per_gflop_ratio"] <= 1.0))
+        auto, ref = _find(rows, label, "infer", "float32", "fast"), _find(rows, twin, "infer", "bfloat16", "cl")
+        if auto and ref:
+            speedup = ref["ms_per_image"] / auto["ms_per_image"]
+            out.append(_target(f"{model}: fast path with dtype='auto' (float32 on this CPU) vs smp channels_last + "
+                               "bf16 autocast by hand", f"{speedup:.2f}x", ">= 1.2x", speedup >= 1.2))
+        train = _find(rows, label, "train", "bfloat16", "cl")
+        if train and "frac_of_peak" in train:
+            out.append(_target(f"{model}: bf16 training step 256x256 b8 (channels_last + autocast): % of bf16 peak",
+                               f"{train['frac_of_peak']:.0%} ({train['tflops_achieved']:.3f} TFLOP/s; best repeat "
+                               f"{train['frac_of_peak_best']:.0%})", ">= 35%",
+                               train["frac_of_peak"] >= 0.35))
+        train32 = _find(rows, label, "train", "float32", "eager")
+        if train32 and "frac_of_peak" in train32:
+            out.append(_target(f"{model}: fp32 training step 256x256 b8 (for reference): % of fp32 peak",
+                               f"{train32['frac_of_peak']:.0%}", "(none)", True))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["backbones", "targets", "all"], default="all")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="models of the backbones part")
+    p.add_argument("--target-models", nargs="+", default=["unet-resnet50", "unet-vgg16"])
+    p.add_argument("--bf16-train", nargs="*", default=["unet-resnet50"],
+                   help="target models that also get a (slow on CPU) bfloat16 training step")
+    p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--accuracy-epochs", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--quick", action="store_true", help="tiny shapes, 1 epoch: check the pipeline, not the figures")
+    args = p.parse_args(argv)
+    if args.quick:
+        SHAPES.update(infer=(1, 64), train=(2, 64))
+        args.accuracy_epochs = 1
+    command = "python benchmarks/bench_backbones.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.part in ("backbones", "all"):
+        (ib, isz), (tb, tsz) = SHAPES["infer"], SHAPES["train"]
+        cfg = BenchConfig(models=args.models, dtypes=["float32"], threads=args.threads, out_dir=args.out,
+                          batch_sizes=[ib], sizes=[isz], train_batch_sizes=[tb], train_sizes=[tsz],
+                          accuracy=not args.no_accuracy, accuracy_epochs=args.accuracy_epochs, tag="backbones")
+        run_benchmark(cfg, command=command, notes=NOTES, title="unetzoo backbones")
+    if args.part in ("targets", "all"):
+        cfg = BenchConfig(models=args.target_models, dtypes=["float32", "bfloat16"], threads=args.threads,
+                          out_dir=args.out, tag="targets")
+        run_benchmark(cfg, command=command, cases=target_cases(args.target_models, args.bf16_train),
+                      targets=targets, notes=NOTES, title="unetzoo speed targets vs smp")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

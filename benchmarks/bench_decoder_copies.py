@@ -1,0 +1,87 @@
+"""Is the decoder's ``cat([upsample(x), skip])`` worth avoiding? Measure the alternatives.
+
+For each U-Net decoder block of unet-resnet50 at 512x512 (smp-like widths, nearest x2, and the
+seed's widths, bilinear x2) this times, in channels-last float32 on the CPU:
+
+* ``interp+cat``   — what unetzoo (and smp, and the seed) do: ``F.interpolate`` then ``torch.cat``;
+* ``prealloc``     — one channels-last buffer; nearest x2 written straight into its first
+  channels by a single strided copy, the skip copied into the rest (one pass less over the
+  upsampled tensor); bilinear: ``F.interpolate`` then a copy into the buffer;
+* ``split-conv``   — no concatenation at all: ``conv(cat(a, b)) = conv_a(a) + conv_b(b)``
+  (two convolutions on the split weight), timed with the block's first convolution included
+  (the other two variants get the same convolution on the concatenated tensor).
+
+    python benchmarks/bench_decoder_copies.py > benchmarks/results/decoder_copies.md
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+CL = torch.channels_last
+# (channels of x, channels of the skip, side of the skip, out channels) for 512x512 inputs
+SMP_BLOCKS = [(2048, 1024, 32, 256), (256, 512, 64, 128), (128, 256, 128, 64), (64, 64, 256, 32)]
+SEED_BLOCKS = [(2048, 1024, 32, 512), (512, 512, 64, 256), (256, 256, 128, 128), (128, 64, 256, 64)]
+
+
+def _time(fn, repeats: int = 15) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return min(samples), statistics.median(samples)
+
+
+def interp_cat(x, skip, mode):
+    up = F.interpolate(x, size=skip.shape[-2:], mode=mode, **({"align_corners": True} if mode == "bilinear" else {}))
+    return torch.cat([up, skip], 1)
+
+
+def prealloc(x, skip, mode):
+    n, c, h, w = x.shape
+    out = torch.empty((n, c + skip.shape[1], 2 * h, 2 * w), dtype=x.dtype, memory_format=CL)
+    if mode == "nearest":
+        dst = out[:, :c].unflatten(2, (h, 2)).unflatten(4, (w, 2))  # (n, c, h, 2, w, 2) view
+        dst.copy_(x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2))
+    else:
+        out[:, :c].copy_(F.interpolate(x, scale_factor=2, mode=mode, align_corners=True))
+    out[:, c:].copy_(skip)
+    return out
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    print("| decoder | block (x -> skip) | interp+cat ms | prealloc ms | with conv: cat ms | split-conv ms |")
+    print("|---|---|---|---|---|---|")
+    for name, blocks, mode in (("smp-like", SMP_BLOCKS, "nearest"), ("seed", SEED_BLOCKS, "bilinear")):
+        for cx, cs, side, cout in blocks:
+            x = torch.randn(1, cx, side // 2, side // 2).contiguous(memory_format=CL)
+            skip = torch.randn(1, cs, side, side).contiguous(memory_format=CL)
+            conv = torch.nn.Conv2d(cx + cs, cout, 3, padding=1).to(memory_format=CL).eval()
+            conv_a = torch.nn.Conv2d(cx, cout, 3, padding=1).to(memory_format=CL).eval()
+            conv_b = torch.nn.Conv2d(cs, cout, 3, padding=1, bias=False).to(memory_format=CL).eval()
+            with torch.no_grad():
+                conv_a.weight.copy_(conv.weight[:, :cx])
+                conv_b.weight.copy_(conv.weight[:, cx:])
+                conv_a.bias.copy_(conv.bias)
+                ref, alt = interp_cat(x, skip, mode), prealloc(x, skip, mode)
+                assert torch.equal(ref, alt), "prealloc must give the same tensor"
+                t_cat = _time(lambda: interp_cat(x, skip, mode))[0]
+                t_pre = _time(lambda: prealloc(x, skip, mode))[0]
+                t_conv = _time(lambda: conv(interp_cat(x, skip, mode)), 7)[0]
+                up = lambda: F.interpolate(x, size=skip.shape[-2:], mode=mode,
+                                           **({"align_corners": True} if mode == "bilinear" else {}))
+                t_split = _time(lambda: conv_a(up()) + conv_b(skip), 7)[0]
+            print(f"| {name} | {cx}@{side // 2} -> {cs}@{side} | {1e3 * t_cat:.2f} | {1e3 * t_pre:.2f} | "
+                  f"{1e3 * t_conv:.1f} | {1e3 * t_split:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

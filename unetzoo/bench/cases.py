@@ -1,0 +1,205 @@
+"""One benchmark case: build a network, prepare it as the variant says, time it, count it.
+
+Networks are named as on the command line:
+
+* ``unet-resnet50`` — a unetzoo registry name (``Case.options`` go to :func:`unetzoo.create`);
+* ``smp:resnet50`` — ``segmentation_models_pytorch.Unet(encoder_name="resnet50")``;
+* ``path/to/file.py:Builder`` — ``Builder(num_classes=...)`` from a Python file (the plain
+  re-implementation of the seed's network in ``benchmarks/seed_resnet50_baseline.py``).
+
+Variants:
+
+* ``eager`` — the model as built; bfloat16 via ``torch.autocast``;
+* ``cl`` — channels-last weights and inputs (+ bfloat16 autocast), applied by hand;
+* ``fast`` — :func:`unetzoo.fast.optimize_for_inference` (inference only; unetzoo models,
+  or any model for the generic parts);
+* ``fast-compile`` — the same plus ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unetzoo.bench.measure import MemoryMonitor, count_flops, time_callable
+
+__all__ = ["Case", "build_network", "run_case", "VARIANTS", "MODES", "smp_like_options"]
+
+VARIANTS = ("eager", "cl", "fast", "fast-compile")
+MODES = ("infer", "train")
+SMP_DECODER = (256, 128, 64, 32, 16)
+
+
+@dataclass(frozen=True)
+class Case:
+    """What to measure. ``label`` names the row in the report (default: ``model``)."""
+
+    model: str
+    variant: str = "eager"
+    mode: str = "infer"
+    dtype: str = "float32"
+    batch: int = 1
+    size: int = 512
+    num_classes: int = 2
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    warmup: int = 2
+    repeats: int = 5
+    min_time: float = 0.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant {self.variant!r} unknown; choose one of {VARIANTS}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} unknown; choose one of {MODES}")
+        if self.mode == "train" and self.variant.startswith("fast"):
+            raise ValueError("the fast path is inference-only; train with variant 'eager' or 'cl'")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype {self.dtype!r} unknown; choose float32 or bfloat16")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def smp_like_options(name: str) -> dict[str, Any]:
+    """unetzoo options that make ``name``'s decoder smp's ``Unet`` decoder: widths
+    256-128-64-32-16 (as many as the encoder has blocks), BN, nearest, ``cat([up, skip])``, 3x3 head."""
+    from unetzoo.factory import model_info
+
+    info = model_info(name)
+    if info.channels is None or info.reductions is None:
+        raise ValueError(f"{name} has no encoder/decoder split; smp-like options apply to unet-<encoder> models")
+    blocks = len(info.channels) - 1 + int(round(math.log2(info.reductions[0])))
+    return {
+        "decoder_channels": SMP_DECODER[: min(blocks, len(SMP_DECODER))],
+        "decoder_norm": "bn",
+        "upsample": "nearest",
+        "skip_first": False,
+        "head_kernel": 3,
+    }
+
+
+def _from_file(spec: str, num_classes: int) -> nn.Module:
+    path, _, attr = spec.rpartition(":")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"cannot import {path!r} (expected FILE.py:Builder)")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return getattr(module, attr)(num_classes=num_classes)
+
+
+def build_network(case: Case) -> nn.Module:
+    """Build the (randomly initialised) network a case names."""
+    if case.model.startswith("smp:"):
+        import segmentation_models_pytorch as smp
+
+        return smp.Unet(case.model[4:], encoder_weights=None, classes=case.num_classes, **case.options)
+    if case.model.endswith(".py") or ".py:" in case.model:
+        return _from_file(case.model, case.num_classes)
+    import unetzoo
+
+    return unetzoo.create(case.model, num_classes=case.num_classes, **case.options)
+
+
+def _prepare(model: nn.Module, case: Case, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, Any]:
+    """Apply the variant; returns the model, the input, and a context-manager factory."""
+    bf16 = case.dtype == "bfloat16"
+    autocast = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    if case.variant == "cl":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif case.variant.startswith("fast"):
+        from unetzoo.fast import optimize_for_inference
+
+        model = optimize_for_inference(
+            model, dtype=torch.bfloat16 if bf16 else torch.float32, compile=case.variant == "fast-compile"
+        )
+        autocast = contextlib.nullcontext  # weights are already in the target dtype
+    return model, x, autocast
+
+
+def _infer_fn(model: nn.Module, x: torch.Tensor, autocast):
+    model.eval()
+
+    def step():
+        with torch.inference_mode(), autocast():
+            return model(x)
+
+    return step
+
+
+def _train_fn(model: nn.Module, x: torch.Tensor, autocast, num_classes: int):
+    model.train()
+    target = torch.randint(0, num_classes, (x.shape[0], *x.shape[-2:]), device=x.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def fwd_bwd():  # what FLOPs are counted for (the optimizer's element-wise work is not)
+        with autocast():
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, fwd_bwd
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """Build, prepare, count and time one case; returns a flat result record.
+
+    Peak memory covers the warm-up and timed calls (activations, gradients and optimizer
+    state on top of what the model held before the first call).
+    """
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    model = build_network(case).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    in_chans = getattr(model, "in_chans", 3)
+    x = torch.randn(case.batch, in_chans, case.size, case.size, device=device)
+    model, x, autocast = _prepare(model, case, x)
+    if case.mode == "infer":
+        step = _infer_fn(model, x, autocast)
+        flops = count_flops(step)
+    else:
+        step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
+        flops = count_flops(fwd_bwd)
+    with MemoryMonitor(device) as mem:
+        timing = time_callable(step, warmup=case.warmup, repeats=case.repeats, device=device, min_time=case.min_time)
+    return {
+        **case.to_dict(),
+        "name": case.name,
+        "params": params,
+        "gflops": flops / 1e9,
+        "time_s": timing.median,
+        "time_min_s": timing.minimum,
+        "time_max_s": timing.maximum,
+        "spread": timing.spread,
+        "repeats_done": timing.repeats,
+        "ms_per_image": 1e3 * timing.median / case.batch,
+        "ms_per_image_best": 1e3 * timing.minimum / case.batch,
+        "images_per_s": case.batch / timing.median,
+        "tflops_achieved": flops / timing.median / 1e12,
+        "tflops_best": flops / timing.minimum / 1e12,
+        "mem_peak_mb": mem.peak / 2**20,
+        "mem_increase_mb": mem.increase / 2**20,
+    }

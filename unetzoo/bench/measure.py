@@ -1,0 +1,142 @@
+"""Measuring primitives: wall-clock timing with warm-up, FLOP counting, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Timing", "time_callable", "count_flops", "MemoryMonitor", "synchronize"]
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call over ``repeats`` timed calls (after warm-up)."""
+
+    median: float
+    minimum: float
+    maximum: float
+    p25: float
+    p75: float
+    repeats: int
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0.05 = +-2.5 %)."""
+        return (self.p75 - self.p25) / self.median if self.median else 0.0
+
+    @classmethod
+    def from_samples(cls, samples: list[float]) -> Timing:
+        if not samples:
+            raise ValueError("no timing samples")
+        q = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else [samples[0]] * 3
+        return cls(statistics.median(samples), min(samples), max(samples), q[0], q[2], len(samples))
+
+
+def time_callable(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    device: torch.device | str = "cpu",
+    min_time: float = 0.0,
+) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then at least ``repeats`` timed calls (and more
+    until ``min_time`` seconds have been spent timing)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append(time.perf_counter() - t0)
+    return Timing.from_samples(samples)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations (a multiply-add counts 2) of one call of ``fn``, by
+    :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls and their backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class MemoryMonitor:
+    """Peak memory while the ``with`` block runs.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (reset on entry). CPU: resident set size,
+    sampled every ``interval`` seconds by a thread and completed by the kernel's exact
+    high-water mark (``ru_maxrss``) whenever the block set a new one — exact in a fresh
+    process, a lower bound otherwise.
+
+    Attributes (after the block): ``peak`` (bytes), ``start`` (bytes in use on entry),
+    ``increase`` = ``peak - start``.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.001) -> None:
+        self.device = torch.device(device)
+        self.interval = interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def increase(self) -> int:
+        return max(0, self.peak - self.start)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _rss())
+
+    def __enter__(self) -> MemoryMonitor:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = self.peak = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start = self.peak = _rss()
+        self._max_before = _max_rss()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, _rss())
+        max_after = _max_rss()
+        if max_after > self._max_before:  # a new process-wide high-water mark was set in the block
+            self.peak = max(self.peak, max_after)

@@ -1,0 +1,152 @@
+"""Write benchmark results: CSV, a markdown report, and an accuracy-vs-latency plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_csv", "markdown_report", "plot_accuracy_latency", "results_table", "plot_row"]
+
+_RESULT_COLUMNS = [
+    ("name", "model", "{}"), ("mode", "mode", "{}"), ("dtype", "dtype", "{}"), ("variant", "variant", "{}"),
+    ("batch", "batch", "{}"), ("size", "size", "{}"), ("params", "params (M)", "{:.2f}"),
+    ("gflops", "GFLOPs", "{:.1f}"), ("ms_per_image", "ms/image", "{:.1f}"), ("spread", "spread", "{:.0%}"),
+    ("ms_per_image_best", "best ms/image", "{:.1f}"),
+    ("images_per_s", "images/s", "{:.2f}"), ("tflops_achieved", "TFLOP/s", "{:.3f}"),
+    ("frac_of_peak", "% of peak", "{:.0%}"), ("frac_of_peak_best", "% of peak (best)", "{:.0%}"),
+    ("mem_peak_mb", "peak RSS MB", "{:.0f}"),
+    ("mem_increase_mb", "+MB in step", "{:.0f}"), ("fg_iou", "IoU", "{:.3f}"),
+]
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """All rows, all keys (union, first-seen order)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(keys))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in keys})
+    return path
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if spec == "{:.2f}" and isinstance(value, int) and value > 1000:
+        value = value / 1e6  # parameters in millions
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    columns = [c for c in columns if any(r.get(c[0]) not in (None, "") for r in rows)]
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row.get('name', row.get('model'))} | " + f"failed: {row['error']} |")
+            continue
+        lines.append("| " + " | ".join(_fmt(row.get(key), spec) for key, _, spec in columns) + " |")
+    return "\n".join(lines)
+
+
+def results_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The main markdown table (one line per case)."""
+    return _table(rows, _RESULT_COLUMNS)
+
+
+_COMPARE_COLUMNS = [
+    ("model", "unetzoo model", "{}"), ("smp", "smp twin", "{}"), ("mode", "mode", "{}"), ("dtype", "dtype", "{}"),
+    ("unetzoo_variant", "unetzoo", "{}"), ("smp_variant", "smp", "{}"), ("batch", "batch", "{}"),
+    ("size", "size", "{}"), ("gflops_unetzoo", "GFLOPs uz", "{:.2f}"), ("gflops_smp", "GFLOPs smp", "{:.2f}"),
+    ("flops_equal", "FLOPs equal", "{}"), ("ms_per_image_unetzoo", "ms/img uz", "{:.1f}"),
+    ("ms_per_image_smp", "ms/img smp", "{:.1f}"), ("speedup", "speed-up (smp/uz time)", "{:.2f}x"),
+    ("speedup_best", "speed-up, best repeats", "{:.2f}x"),
+    ("flops_rate_ratio", "FLOP/s uz/smp", "{:.2f}"), ("mem_per_gflop_ratio", "mem per FLOP uz/smp", "{:.2f}"),
+]
+
+
+def markdown_report(
+    *,
+    title: str,
+    command: str,
+    machine: dict[str, str],
+    peaks: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]] = (),
+    targets: Sequence[dict[str, Any]] = (),
+    notes: Sequence[str] = (),
+    plot: str | None = None,
+) -> str:
+    """The full markdown report: command, machine, peaks, results, comparisons, targets."""
+    parts = [f"# {title}", "", "Command:", "", f"    {command}", "", "Machine and versions:", ""]
+    parts += [f"- {k}: {v}" for k, v in machine.items()]
+    parts += ["", "## Measured GEMM peak (same run)", "",
+              "| dtype | peak TFLOP/s | torch.matmul | 1x1 conv (oneDNN) | n |", "|---|---|---|---|---|"]
+    for p in peaks:
+        parts.append(f"| {p['dtype']} | {p['flops'] / 1e12:.3f} | {p['matmul'] / 1e12:.3f} | "
+                     f"{p['conv1x1'] / 1e12:.3f} | {p['n']} |")
+    parts += ["", "## Results", "", "ms/image: median of the timed repeats after warm-up; spread = interquartile "
+              "range / median; best = fastest repeat (the least disturbed on a shared machine); % of peak = achieved "
+              "FLOP/s / measured GEMM peak of the same dtype.", "", results_table(rows)]
+    if comparisons:
+        parts += ["", "## unetzoo vs segmentation_models_pytorch (same encoder, smp-like decoder)", "",
+                  _table(comparisons, _COMPARE_COLUMNS)]
+    if targets:
+        parts += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+        parts += [f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in targets]
+    if notes:
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    if plot:
+        parts += ["", f"![accuracy vs latency]({plot})"]
+    return "\n".join(parts) + "\n"
+
+
+def plot_row(rows: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The row a model is plotted with: its fastest float32 inference case."""
+    cands = [r for r in rows if r.get("name") == name and r.get("mode") == "infer" and "error" not in r
+             and r.get("dtype") == "float32"]
+    return min(cands, key=lambda r: r["ms_per_image"]) if cands else None
+
+
+def plot_accuracy_latency(path: str | Path, points: Sequence[dict[str, Any]], *, title: str = "") -> Path:
+    """Scatter of held-out IoU vs ms/image, bubble area proportional to parameters.
+
+    Each point needs ``name``, ``ms_per_image``, ``params`` and ``fg_iou``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    biggest = max((p["params"] for p in points), default=1)
+    for p in points:
+        size = 40 + 1400 * p["params"] / biggest
+        ax.scatter(p["ms_per_image"], p["fg_iou"], s=size, alpha=0.45)
+        ax.annotate(p["name"].removeprefix("unet-"), (p["ms_per_image"], p["fg_iou"]), fontsize=8,
+                    ha="center", va="center")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    shape = {(p.get("batch"), p.get("size"), p.get("dtype")) for p in points}
+    what = ", ".join(f"batch {b}, {s}x{s}, {d}" for b, s, d in sorted(shape, key=str))
+    ax.set_xlabel(f"inference latency, ms per image (log scale; fastest variant; {what})")
+    ax.set_ylabel("held-out foreground IoU")
+    ax.set_title(title or "accuracy vs latency (bubble area = parameters)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,131 @@
+"""One benchmark run end to end: peaks, cases, comparisons, accuracy, and the written report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from unetzoo.bench.suite import BenchConfig, build_cases, compare_rows
+
+__all__ = ["run_benchmark", "BenchOutput"]
+
+BenchOutput = dict[str, Any]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(row: dict[str, Any]) -> None:
+    if "error" in row:
+        _log(f"  {row.get('name')} {row.get('mode')} {row.get('dtype')} {row.get('variant')}: FAILED {row['error']}")
+        return
+    frac = row.get("frac_of_peak")
+    _log(f"  {row['name']:<36} {row['mode']:<5} {row['dtype']:<8} {row['variant']:<12} b{row['batch']} "
+         f"{row['size']}px  {row['ms_per_image']:9.1f} ms/img  {row['tflops_achieved']:.3f} TFLOP/s"
+         + (f" ({frac:.0%} of peak)" if frac is not None else "") + f"  +{row['mem_increase_mb']:.0f} MB")
+
+
+def measure_peaks(dtypes: Sequence[str], device: str, threads: int | None, max_n: int = 2048) -> list[dict[str, Any]]:
+    import torch
+
+    from unetzoo.bench.hardware import matmul_peak
+
+    if threads:
+        torch.set_num_threads(threads)
+    return [matmul_peak(getattr(torch, d), device, max_n=max_n).to_dict() for d in dtypes]
+
+
+def _accuracy(cfg: BenchConfig) -> list[dict[str, Any]]:
+    from unetzoo.bench.accuracy import default_data_root, fine_tune_iou
+
+    root = cfg.accuracy_data or default_data_root()
+    if not root:
+        _log("accuracy: no data set found (pass --accuracy-data DIR); skipping the accuracy column")
+        return []
+    rows = []
+    for model in cfg.models:
+        _log(f"accuracy: fine-tuning {model} for {cfg.accuracy_epochs} epochs on {root}")
+        try:
+            rows.append(fine_tune_iou(model, root, epochs=cfg.accuracy_epochs, threads=cfg.threads))
+        except Exception as err:  # one failing backbone must not sink the run
+            rows.append({"name": model, "error": f"{type(err).__name__}: {err}"[:300]})
+        _log(f"  -> {rows[-1]}")
+    return rows
+
+
+def run_benchmark(
+    cfg: BenchConfig,
+    *,
+    command: str,
+    cases: Sequence[Any] | None = None,
+    targets: Callable[[list[dict], list[dict], dict[str, float]], list[dict]] | None = None,
+    notes: Sequence[str] = (),
+    title: str = "unetzoo benchmark",
+) -> BenchOutput:
+    """Measure everything ``cfg`` asks for and write ``<tag>.csv``, ``<tag>.md``, ``<tag>.png``
+    (and ``<tag>.json`` with every record) under ``cfg.out_dir``. Returns the records and paths.
+
+    ``cases`` replaces the cross product of ``cfg`` by an explicit list (benchmark scripts);
+    ``targets(rows, comparisons, peaks)`` returns target rows for the report.
+    """
+    from unetzoo.bench.hardware import machine_info
+    from unetzoo.bench.report import markdown_report, plot_accuracy_latency, plot_row, write_csv
+    from unetzoo.bench.runner import run_cases
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    machine = machine_info(cfg.device)
+    _log(f"machine: {machine['cpu']} ({machine['cpu_cores']} cores, {machine['cpu_capability']}), "
+         f"load {machine['load_average']}")
+    peaks = measure_peaks(cfg.dtypes, cfg.device, cfg.threads, cfg.peak_max_n)
+    peak_by_dtype = {p["dtype"]: p["flops"] for p in peaks}
+    for p in peaks:
+        _log(f"peak {p['dtype']}: {p['flops'] / 1e12:.3f} TFLOP/s (matmul {p['matmul'] / 1e12:.3f}, "
+             f"1x1 conv {p['conv1x1'] / 1e12:.3f}, n={p['n']})")
+    cases = build_cases(cfg) if cases is None else list(cases)
+    _log(f"{len(cases)} cases ({'one process each' if cfg.isolate else 'in this process'})")
+    rows = run_cases(cases, isolate=cfg.isolate, threads=cfg.threads, peaks=peak_by_dtype, progress=_progress)
+    accuracy = _accuracy(cfg) if cfg.accuracy else []
+    iou = {a["name"]: a.get("fg_iou") for a in accuracy}
+    for row in rows:
+        if row.get("name") in iou and row.get("mode") == "infer":
+            row["fg_iou"] = iou[row["name"]]
+    comparisons = compare_rows(rows)
+    target_rows = targets(rows, comparisons, peak_by_dtype) if targets else []
+    machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine["elapsed"] = f"{time.time() - start:.0f} s"
+    plot_name = None
+    points = []
+    for model in cfg.models:
+        row = plot_row(rows, model)
+        if row is not None and iou.get(model) is not None and not math.isnan(iou[model]):
+            points.append({**row, "fg_iou": iou[model]})
+    if points:
+        plot_name = f"{cfg.tag}.png"
+        plot_accuracy_latency(out / plot_name, points)
+    md = markdown_report(title=title, command=command, machine=machine, peaks=peaks, rows=rows,
+                         comparisons=comparisons, targets=target_rows, notes=notes, plot=plot_name)
+    paths = {
+        "csv": write_csv(out / f"{cfg.tag}.csv", rows),
+        "markdown": out / f"{cfg.tag}.md",
+        "json": out / f"{cfg.tag}.json",
+    }
+    if comparisons:
+        paths["comparisons_csv"] = write_csv(out / f"{cfg.tag}_vs_smp.csv", comparisons)
+    paths["markdown"].write_text(md, encoding="utf-8")
+    record = {"command": command, "machine": machine, "config": asdict(cfg), "peaks": peaks, "rows": rows,
+              "comparisons": comparisons, "accuracy": accuracy, "targets": target_rows}
+    paths["json"].write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    if plot_name:
+        paths["plot"] = out / plot_name
+    _log("wrote " + ", ".join(str(p) for p in paths.values()))
+    return {**record, "paths": paths}

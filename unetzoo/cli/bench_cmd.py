@@ -1,0 +1,76 @@
+"""``unetzoo bench``: parameters, FLOPs, latency, throughput, memory and % of peak per model."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark models: FLOPs, latency, throughput, training step, memory, % of the measured peak",
+        description="Measure every model x mode x dtype x variant x batch x size (each case in a fresh process), "
+        "relate it to the GEMM peak measured in the same run, optionally side by side with "
+        "segmentation_models_pytorch and with a short fine-tune for accuracy; write CSV + markdown (+ PNG).",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="registry names (default: curated U-Nets + a few timm families)")
+    p.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
+    p.add_argument("--variants", nargs="+", default=["eager", "fast"],
+                   choices=["eager", "cl", "fast", "fast-compile"], help="inference variants")
+    p.add_argument("--train-variants", nargs="+", default=["eager"], choices=["eager", "cl"])
+    p.add_argument("--batch", nargs="+", type=int, default=[1], help="inference batch sizes")
+    p.add_argument("--size", nargs="+", type=int, default=[512], help="inference image sides")
+    p.add_argument("--train-batch", nargs="+", type=int, default=[8])
+    p.add_argument("--train-size", nargs="+", type=int, default=[256])
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--compare-smp", action="store_true",
+                   help="also run each model with smp's decoder layout next to smp.Unet with the same encoder")
+    p.add_argument("--smp-variants", nargs="+", default=["eager", "cl"], choices=["eager", "cl"])
+    p.add_argument("--baseline", action="append", default=[], metavar="FILE.py:Builder",
+                   help="extra network built by Builder(num_classes=...) from a Python file (repeatable)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.0, help="keep timing until this many seconds")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--peak-max-n", type=int, default=2048, help="largest GEMM side for the peak measurement")
+    p.add_argument("--no-isolate", action="store_true", help="run all cases in this process (memory less exact)")
+    p.add_argument("--accuracy", action="store_true", help="fine-tune each model briefly and report held-out IoU")
+    p.add_argument("--accuracy-data", default="", help="data set folder (images/ + masks/); default: shared nuclei")
+    p.add_argument("--accuracy-epochs", type=int, default=8)
+    p.add_argument("--out", default="benchmarks/results", help="output folder")
+    p.add_argument("--tag", default="bench", help="file name stem of the outputs")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from unetzoo.bench.suite import DEFAULT_MODELS, BenchConfig
+
+    return BenchConfig(
+        models=list(args.models) or list(DEFAULT_MODELS),
+        modes=args.modes, dtypes=args.dtypes, infer_variants=args.variants, train_variants=args.train_variants,
+        batch_sizes=args.batch, sizes=args.size, train_batch_sizes=args.train_batch, train_sizes=args.train_size,
+        compare_smp=args.compare_smp, smp_variants=args.smp_variants, baselines=args.baseline,
+        num_classes=args.num_classes, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
+        threads=args.threads, isolate=not args.no_isolate, device=args.device, peak_max_n=args.peak_max_n,
+        accuracy=args.accuracy,
+        accuracy_data=args.accuracy_data, accuracy_epochs=args.accuracy_epochs, out_dir=args.out, tag=args.tag,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetzoo.bench.run import run_benchmark
+
+    cfg = config_from_args(args)
+    if "bench" in sys.argv[1:2]:
+        command = "unetzoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    else:  # called as unetzoo.cli.main([...]) from Python
+        command = f"unetzoo bench (from Python) with {cfg}"
+    out = run_benchmark(cfg, command=command)
+    failed = [r for r in out["rows"] if "error" in r]
+    print(out["paths"]["markdown"].read_text(encoding="utf-8"))
+    return 1 if failed and len(failed) == len(out["rows"]) else 0

@@ -1,0 +1,80 @@
+"""``unetzoo eval MODEL_DIR --data ROOT``: metrics of a saved model on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="compute the metrics of a saved model on a data set",
+        description="Load MODEL_DIR (a save_pretrained folder, e.g. runs/demo/best, or a Hub id) and compute "
+        "confusion-matrix metrics on whole images, with the model's recorded preprocessing. Images with a side "
+        "above --tile use tiled inference (unetzoo.predict).",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="folder written by save_pretrained, or a Hub repository id")
+    p.add_argument("--data", required=True, help="data set root (or builtin:nuclei)")
+    p.add_argument("--kind", choices=("folder", "voc", "drive"), default="folder", help="data layout")
+    p.add_argument("--split", default=None, help="voc: train/val, drive: training/test")
+    p.add_argument("--image-dir", default="images", help="folder layout: image sub-folder")
+    p.add_argument("--mask-dir", default="masks", help="folder layout: mask sub-folder")
+    p.add_argument("--ignore-index", type=int, default=255, help="mask label that is not counted")
+    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="evaluate only the held-out part of a training split (val_fraction=FRACTION)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of that split (as in the training config)")
+    p.add_argument("--tile", type=int, default=1024, help="tiled inference for images with a side above this")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the metrics to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetzoo.data import DataError
+    from unetzoo.train import ConfigError
+
+    try:
+        metrics, count = evaluate_saved(args)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+        print(f"unetzoo eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.model} on {count} image(s) of {args.data}:")
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        shown = ", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
+        print(f"  {key:<{width}}  {shown}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "data": args.data, "images": count, "metrics": metrics}, f, indent=2)
+    return 0
+
+
+def evaluate_saved(args: argparse.Namespace) -> tuple[dict, int]:
+    """Load the model and data named by ``args`` and return ``(metrics, number of images)``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import unetzoo
+    from unetzoo.data import pad_collate
+    from unetzoo.train.builders import autocast, build_eval_dataset, check_precision
+    from unetzoo.train.config import DataSection
+    from unetzoo.train.distributed import resolve_device
+    from unetzoo.train.evaluate import evaluate
+
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    model = unetzoo.from_pretrained(args.model).to(device)
+    pre = unetzoo.transforms_for(model)
+    section = DataSection(kind=args.kind, root=args.data, image_dir=args.image_dir, mask_dir=args.mask_dir,
+                          split=args.split, ignore_index=args.ignore_index, split_seed=args.split_seed)
+    dataset = build_eval_dataset(section, num_classes=model.num_classes, in_chans=model.in_chans,
+                                 mean=pre.mean, std=pre.std, holdout=args.holdout)
+    loader = DataLoader(dataset, args.batch_size, collate_fn=lambda b: pad_collate(b, ignore_index=args.ignore_index))
+    with torch.inference_mode():
+        result = evaluate(model, loader, num_classes=model.num_classes, ignore_index=args.ignore_index,
+                          device=device, autocast=autocast(args.precision, device), tile=args.tile)
+    return result.metrics, len(dataset)

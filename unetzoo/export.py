@@ -1,0 +1,267 @@
+"""Export a model to ONNX, TorchScript or a ``torch.export`` program, with dynamic batch/height/width.
+
+    >>> model = unetzoo.create("unet-resnet18", num_classes=2)
+    >>> export_model(model, "unet.onnx", format="onnx")          # onnxruntime-ready
+    >>> export_model(model, "unet.pt2", format="exported-program")   # torch.export.load(...)
+    >>> export_model(model, "unet.ts", format="torchscript")     # torch.jit.load(...)
+
+All three accept any batch size and, for same-size networks, any height and width: the
+padding to the encoder's stride and the crop back are part of the exported graph. Networks
+with valid convolutions (unet-original) accept the sizes they accept in eager mode.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "FORMATS",
+    "load_model",
+    "export_model",
+    "export_program",
+    "export_torchscript",
+    "save_onnx",
+    "export_example",
+    "onnx_max_abs_diff",
+]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def load_model(
+    ref: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    **options: Any,
+) -> nn.Module:
+    """A model from a registry name, a saved directory, or a name plus ``checkpoint``.
+
+    Args:
+        ref: ``"unet-resnet50"`` (random init unless ``checkpoint`` is given), or a directory
+            written by ``save_pretrained`` (``config.json`` + ``model.safetensors``).
+        checkpoint: whole-model checkpoint for the registry name (see :func:`unetzoo.create`).
+        num_classes, in_chans, options: passed to :func:`unetzoo.create` for registry names.
+    """
+    import unetzoo
+
+    path = Path(ref)
+    if path.is_dir():
+        if checkpoint is not None or options or in_chans is not None:
+            raise ValueError(f"{path} is a saved model; --checkpoint / options apply only to registry names")
+        return unetzoo.from_pretrained(path, num_classes=num_classes).eval()
+    if path.suffix in (".pth", ".pt", ".safetensors", ".onnx") or path.exists():
+        raise ValueError(
+            f"{ref!r} is a file, not a registry name or a saved-model directory; "
+            f"pass the architecture and the file: MODEL --checkpoint {ref}"
+        )
+    return unetzoo.create(str(ref), checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans, **options).eval()
+
+
+def export_example(model: nn.Module, *, batch: int = 2) -> torch.Tensor:
+    """An example input for tracing: batch 2 (so the batch dimension stays symbolic) and, for
+    same-size networks, a size that is *not* a multiple of the stride (so padding is traced)."""
+    from unetzoo.fast import example_input
+
+    x = example_input(model, batch=batch)
+    if not getattr(model, "border", 0):  # same-size network: any size is accepted
+        h, w = x.shape[-2:]
+        x = torch.randn(batch, x.shape[1], h + 3, w + 5, dtype=x.dtype, device=x.device)
+    return x
+
+
+def _size_dim(model: nn.Module, x: torch.Tensor, name: str):
+    """``Dim.AUTO`` for same-size networks; for valid-convolution networks (``border > 0``), whose
+    inputs lie on a grid of their ``output_stride`` (unet-original: 16 k + 124), ``stride * k + offset``
+    with the smallest ``k`` the model's own ``check_input`` accepts."""
+    stride = getattr(model, "output_stride", None)
+    if not getattr(model, "border", 0) or not stride:
+        return torch.export.Dim.AUTO
+    side = x.shape[-2] if name == "height" else x.shape[-1]
+    offset, smallest = side % stride, side
+    while smallest - stride > 0:
+        probe = torch.zeros(1, x.shape[1], smallest - stride, smallest - stride)
+        try:
+            model.check_input(probe)
+        except ValueError:
+            break
+        smallest -= stride
+    return stride * torch.export.Dim(f"{name}_steps", min=smallest // stride, max=4096) + offset
+
+
+class _StaticSamePad(nn.Module):
+    """A TensorFlow-"same" convolution whose padding is fixed: F.pad with constants, then conv."""
+
+    def __init__(self, conv: nn.Conv2d, pad: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                              conv.dilation, conv.groups, conv.bias is not None, device=conv.weight.device)
+        self.conv.weight, self.conv.bias = conv.weight, conv.bias
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+
+def static_same_padding(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` whose timm ``Conv2dSame`` layers pad by constants, when that is exact.
+
+    TF-"same" padding of a stride-``s`` convolution depends on the input size only through
+    ``size % s``; unetzoo pads every input to a multiple of ``pad_multiple``, so a layer whose
+    input is a multiple of its stride for every such size pads by the same amounts at every
+    size. Fixed pads keep the exported graph's shape arithmetic simple (dynamic ``ceil``/``max``
+    pads make ``torch.export`` take minutes). Returns ``model`` itself if nothing applies.
+    """
+    import copy
+
+    from timm.layers import Conv2dSame
+    from timm.layers.padding import get_same_padding
+
+    m = getattr(model, "pad_multiple", None)
+    if not m or not any(type(mod) is Conv2dSame for mod in model.modules()):
+        return model
+    padded = [-(-n // m) * m for n in example.shape[-2:]]
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(_module: nn.Module, args: tuple) -> None:
+            sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+        return hook
+
+    hooks = [mod.register_forward_pre_hook(record(name)) for name, mod in model.named_modules()
+             if type(mod) is Conv2dSame]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    copy_ = copy.deepcopy(model)
+    for name, (ih, iw) in sizes.items():
+        conv = copy_.get_submodule(name)
+        ok = all(p % n == 0 and m % (p // n * s) == 0 for p, n, s in zip(padded, (ih, iw), conv.stride))
+        if not ok:
+            return model  # some layer's padding really varies with the size: keep the dynamic one
+        ph = get_same_padding(ih, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        pw = get_same_padding(iw, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        parent, _, attr = name.rpartition(".")
+        setattr(copy_.get_submodule(parent) if parent else copy_, attr,
+                _StaticSamePad(conv, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))
+    return copy_
+
+
+def export_program(
+    model: nn.Module, example: torch.Tensor | None = None, *, dynamic: bool = True, strict: bool = True
+) -> torch.export.ExportedProgram:
+    """``torch.export.export`` with batch, height and width symbolic (``Dim.AUTO``: dimensions
+    the network constrains, e.g. unet-original's sizes, are kept as exported guards)."""
+    model = model.eval()
+    x = export_example(model) if example is None else example
+    model = static_same_padding(model, x)
+    shapes = None
+    if dynamic:
+        auto = torch.export.Dim.AUTO
+        shapes = ({0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
+    with torch.no_grad():
+        return torch.export.export(model, (x,), dynamic_shapes=shapes, strict=strict)
+
+
+class _PadToStride(nn.Module):
+    """TorchScript glue: pad to the stride, run the traced network, crop back (all scripted)."""
+
+    def __init__(self, core: torch.jit.ScriptModule, multiple: int) -> None:
+        super().__init__()
+        self.core = core
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]
+        ph = (self.multiple - h % self.multiple) % self.multiple
+        pw = (self.multiple - w % self.multiple) % self.multiple
+        out = self.core(F.pad(x, [0, pw, 0, ph]))
+        return out[:, :, :h, :w]
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) -> torch.jit.ScriptModule:
+    """Trace the network on a stride-aligned input and script the padding around it."""
+    import warnings
+
+    model = model.eval()
+    x = export_example(model) if example is None else example
+    m = getattr(model, "pad_multiple", None)
+    if m:
+        x = x[..., : x.shape[-2] // m * m or m, : x.shape[-1] // m * m or m]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python-int shapes: harmless here
+        core = torch.jit.trace(model, x, check_trace=False)
+    return torch.jit.script(_PadToStride(core, m)) if m else core
+
+
+def save_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike, *, opset: int | None = None) -> Path:
+    """Translate an exported program (see :func:`export_program`) to ONNX and write it."""
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError as err:
+        raise ImportError("ONNX export needs onnx and onnxscript: pip install 'unetzoo[export]'") from err
+    kwargs = {"opset_version": opset} if opset else {}
+    onnx_program = torch.onnx.export(
+        program, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, **kwargs
+    )
+    onnx_program.save(str(path))
+    return Path(path)
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    format: str = "onnx",
+    example: torch.Tensor | None = None,
+    dynamic: bool = True,
+    opset: int | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` in ``format`` (one of :data:`FORMATS`); returns the path.
+
+    Args:
+        example: tracing input (default :func:`export_example`).
+        dynamic: keep batch, height and width symbolic (ONNX / exported program).
+        opset: ONNX opset (default: the exporter's).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    if format == "onnx":
+        save_onnx(export_program(model, example, dynamic=dynamic), path, opset=opset)
+    elif format == "exported-program":
+        torch.export.save(export_program(model, example, dynamic=dynamic), str(path))
+    else:
+        export_torchscript(model, example).save(str(path))
+    return path
+
+
+def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, inputs: list[torch.Tensor]) -> float:
+    """Largest ``|onnxruntime - PyTorch|`` over ``inputs`` (float32, eval mode)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model = model.eval()
+    for x in inputs:
+        with torch.no_grad():
+            ref = model(x).float().numpy()
+        out = session.run(None, {INPUT_NAME: x.float().numpy()})[0]
+        if out.shape != ref.shape:
+            raise AssertionError(f"onnxruntime output {out.shape} != PyTorch output {ref.shape} for input {tuple(x.shape)}")
+        worst = max(worst, float(abs(out - ref).max()))
+    return worst

@@ -1,0 +1,162 @@
+"""Checkpoints that survive a crash: atomic writes, model folders and the training state.
+
+A run directory holds ``best/`` and ``last/`` (each a :meth:`save_pretrained` folder, loadable
+with :func:`unetzoo.from_pretrained`) and ``train_state.pt``: the model, optimizer, scheduler
+and grad-scaler states, the epoch, the RNG states of torch, numpy and Python, the best metric
+and the metric history. The state file is written last and is the commit point of an epoch:
+``--resume`` restarts from the epoch after the one it records.
+
+Everything in the state file is a tensor, number, string, list or dict, so it loads with
+``torch.load(weights_only=True)``: resuming never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "STATE_NAME",
+    "atomic_save",
+    "get_rng_state",
+    "load_state",
+    "save_model_dir",
+    "seed_everything",
+    "set_rng_state",
+]
+
+STATE_NAME = "train_state.pt"
+STATE_VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then renamed over ``path``.
+
+    A reader (or a run resumed after the process was killed) sees the old file or the new one,
+    never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_model_dir(model: torch.nn.Module, folder: str | os.PathLike, **card: Any) -> Path:
+    """``model.save_pretrained`` into a temporary folder, then swapped in place of ``folder``.
+
+    The old folder is renamed aside before the new one takes its name, so a crash leaves either
+    a complete ``folder`` or a complete ``.<name>.old`` next to it. ``card`` goes to
+    :func:`unetzoo.hub.save_pretrained` (e.g. ``metrics=``).
+    """
+    folder = Path(folder)
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    model.save_pretrained(tmp, **card)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+# ---------------------------------------------------------------------------- RNG states
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The RNG states of torch (CPU and CUDA), numpy and Python as tensors and numbers."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- training state
+
+
+def state_dict(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    best: float | None,
+    history: list[dict[str, Any]],
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The training state after ``epoch`` (0-based) has finished."""
+    return {
+        "version": STATE_VERSION,
+        "epoch": int(epoch),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": get_rng_state(),
+        "best": best,
+        "history": history,
+        "config": dict(config),
+    }
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training state with ``torch.load(weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: no state file (nothing to resume).
+        ValueError: the file is corrupt or from an incompatible version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no training state at {path}; --resume needs a run that finished at least one epoch "
+            "(or drop --resume to start afresh)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several kinds for a corrupt file
+        raise ValueError(f"cannot read the training state {path}: {err}") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ValueError(f"{path} is not a unetzoo training state of version {STATE_VERSION}")
+    return state

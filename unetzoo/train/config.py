@@ -1,0 +1,340 @@
+"""Training configuration: typed dataclasses loaded from YAML, with ``key=value`` overrides.
+
+A config file mirrors :class:`TrainConfig` section by section; unknown keys are rejected with
+the list of valid ones, and values are checked (and coerced where lossless, e.g. ``"1e-4"``)
+against the field types. Overrides use dotted keys and YAML values::
+
+    cfg = load_config("configs/nuclei_demo.yaml", ["optimizer.lr=3e-4", "model.options.decoder_channels=[64,32,16]"])
+
+``cfg.to_dict()`` gives plain data again (written to ``config.yaml`` next to each run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataSection",
+    "LossSection",
+    "ModelSection",
+    "OptimizerSection",
+    "ScheduleSection",
+    "TrainConfig",
+    "TransformsSection",
+    "apply_overrides",
+    "config_diff",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelSection:
+    """What to train: a registry name and how to build it (see :func:`unetzoo.create`)."""
+
+    name: str = "unet-resnet18"
+    pretrained: bool | str = False  # a bool or a weights tag / local file
+    num_classes: int = 2
+    in_chans: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+    sync_bn: bool = False  # BatchNorm -> SyncBatchNorm under DistributedDataParallel
+
+
+@dataclass
+class TransformsSection:
+    """Joint augmentation (see :func:`unetzoo.data.build_transforms`); mean/std default to the model's."""
+
+    size: int | list[int] | None = None  # training crop; None keeps image sizes
+    scale: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotation: float = 0.0
+    color_jitter: float = 0.0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    eval_size: int | list[int] | None = None  # validation resize; None = whole images
+
+
+@dataclass
+class DataSection:
+    """Where the data is and how it is read and split.
+
+    ``kind`` selects the reader: ``folder`` (``image_dir``/``mask_dir`` pairs; ``root`` may be
+    ``builtin:nuclei`` for the set shipped with unetzoo), ``voc`` or ``drive``. Validation data
+    is ``val_root`` (folder) or ``val_split`` (voc/drive) when given, else ``val_fraction`` of the
+    training data held out with ``split_seed``.
+    """
+
+    kind: Literal["folder", "voc", "drive"] = "folder"
+    root: str = ""
+    image_dir: str = "images"
+    mask_dir: str = "masks"
+    split: str | None = None  # voc: "train", drive: "training" by default
+    val_split: str | None = None
+    val_root: str | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    label_map: dict[int, int] | None = None
+    binary: bool | None = None  # None: detect 0/255 masks
+    ignore_index: int = 255
+    channels: int | None = None  # None: the model's in_chans
+    skip_bad: bool = False
+    repeats: int = 1  # passes over the training set per epoch (small data sets)
+    transforms: TransformsSection = field(default_factory=TransformsSection)
+
+
+@dataclass
+class LossSection:
+    """A loss spec such as ``ce``, ``ce+dice`` or ``ce+0.5*dice`` (see :func:`unetzoo.losses.build_loss`)."""
+
+    name: str = "ce"
+    class_weights: list[float] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerSection:
+    """Optimizer and learning rates; ``encoder_lr`` applies once the encoder is unfrozen."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    encoder_lr: float | None = None  # None: same as lr
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleSection:
+    """Per-step learning-rate factor: linear warm-up, then cosine or polynomial decay."""
+
+    name: Literal["cosine", "poly", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_start: float = 0.01  # factor at step 0 of the warm-up
+    min_lr_ratio: float = 0.0  # final factor of the decay
+    power: float = 0.9  # poly only
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; :func:`unetzoo.train.fit` takes one of these."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    epochs: int = 10
+    freeze_epochs: int = 0  # epochs with the encoder frozen (norm statistics too), then unfrozen
+    batch_size: int = 8
+    val_batch_size: int | None = None  # None: batch_size
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # auto: bf16 where the hardware is fast at it
+    channels_last: bool = False
+    grad_clip: float | None = None  # max gradient norm
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    num_workers: int = 0
+    threads: int | None = None  # torch.set_num_threads
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    output_dir: str = "runs/train"
+    monitor: str = "miou"  # validation metric (higher is better) that picks the best checkpoint
+    eval_every: int = 1
+    overlays: int = 8  # validation images in the overlay grid
+    plot_every: int = 5  # redraw curves and overlays every N epochs (and after the last one)
+    progress: bool = True
+    resume: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from nested mappings; unknown keys and ill-typed values raise :class:`ConfigError`."""
+        config = _build(cls, data, "")
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Cross-field checks (types are checked while loading)."""
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (0 <= self.freeze_epochs <= self.epochs, "freeze_epochs must be between 0 and epochs"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.plot_every >= 1, "plot_every must be >= 1"),
+            (self.optimizer.lr > 0, "optimizer.lr must be > 0"),
+            (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
+            (self.data.repeats >= 1, "data.repeats must be >= 1"),
+            (self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs must be >= 0"),
+            (self.model.num_classes >= 1, "model.num_classes must be >= 1"),
+            (self.data.kind != "folder" or self.data.val_split is None,
+             "data.val_split names a voc/drive split; for data.kind=folder give data.val_root"),
+            (self.data.kind == "folder" or self.data.val_root is None,
+             f"data.val_root is for data.kind=folder; for {self.data.kind} give data.val_split"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: set[str], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_diff(a, b, ignore, f"{prefix}{key}.")
+        elif a != b:
+            out.append(prefix + key)
+    return out
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a YAML config and apply ``key=value`` overrides.
+
+    Args:
+        path: a YAML file whose keys mirror :class:`TrainConfig`; ``None`` starts from the defaults.
+        overrides: dotted assignments such as ``optimizer.lr=3e-4`` or ``epochs=2``; values
+            are parsed as YAML (``[1, 2]``, ``null``, ``true``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value of the wrong type.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    data = apply_overrides(data, overrides)
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as err:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"{err}{where}") from None
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``a.b.c=value`` assignment applied (value parsed as YAML)."""
+    out = _copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optimizer.lr=3e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse the value of override {item!r}: {err}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path.rstrip('.') or 'the config'} must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"section {path.rstrip('.')!r}" if path else "the top level"
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys are: {', '.join(names)}")
+    values = {key: _coerce(value, hints[key], f"{path}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:  # noqa: C901 - one branch per kind of type
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path + ".")
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} does not fit {_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{path} must be one of {list(args)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return {_coerce(k, args[0], f"{path} key"): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    return _scalar(value, tp, path)
+
+
+def _scalar(value: Any, tp: type, path: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{path} must be {_name(tp)}, got {value!r}")
+
+
+def _name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return {"bool": "true/false", "int": "an integer", "float": "a number", "str": "a string"}.get(
+            tp.__name__, tp.__name__
+        )
+    return str(tp).replace("typing.", "")

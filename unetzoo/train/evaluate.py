@@ -1,0 +1,150 @@
+"""Evaluation: confusion-matrix metrics of a model over a data loader (whole images).
+
+Batches are padded to a common size by :func:`unetzoo.data.pad_collate` with the ignore
+label, so padding counts in neither loss nor metrics. Images larger than ``tile`` go through
+:func:`unetzoo.predict` (tiled inference, bounded memory). Under DDP each process evaluates
+its shard and the confusion matrices are summed (:meth:`ConfusionMatrix.all_reduce`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["EvalResult", "center_crop_like", "evaluate", "image_fg_iou", "labels_of"]
+
+
+@dataclass
+class EvalResult:
+    """Metrics (see :meth:`unetzoo.metrics.ConfusionMatrix.compute`, plus ``image_fg_iou``: the
+    mean over images of :func:`image_fg_iou`), mean loss and a few samples.
+
+    ``samples`` holds up to ``keep`` ``(image, truth, prediction)`` CPU tensors (normalised
+    image ``CxHxW``, labels ``HxW``) for the overlay grid.
+    """
+
+    metrics: dict[str, Any]
+    loss: float | None = None
+    pixels: int = 0  # pixels counted (all processes), ignored ones excluded
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def labels_of(logits: torch.Tensor) -> torch.Tensor:
+    """Class labels ``NxHxW`` from logits (arg-max; a one-output model is thresholded at 0)."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+def image_fg_iou(preds: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore_index: int) -> list[float]:
+    """Per-image foreground IoU: the mean IoU of the classes 1..C-1 present in the image's truth
+    or prediction (images with neither are skipped). Averaging it over images weighs every image
+    equally, however many foreground pixels it has (the Kaggle Data Science Bowl convention)."""
+    out = []
+    for pred, truth in zip(preds, masks):
+        valid = truth != ignore_index
+        ious = []
+        for k in range(1, max(num_classes, 2)):
+            t, p = (truth == k) & valid, (pred == k) & valid
+            union = int((t | p).sum())
+            if union:
+                ious.append(int((t & p).sum()) / union)
+        if ious:
+            out.append(sum(ious) / len(ious))
+    return out
+
+
+def center_crop_like(masks: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The masks cropped to the logits' size: valid-convolution networks (``model.border > 0``,
+    e.g. ``unet-original``) predict only the centre of their input."""
+    h, w = logits.shape[-2:]
+    top, left = (masks.shape[-2] - h) // 2, (masks.shape[-1] - w) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"logits {tuple(logits.shape)} are larger than the masks {tuple(masks.shape)}")
+    return masks[..., top:top + h, left:left + w]
+
+
+def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: torch.dtype | None) -> torch.Tensor:
+    """Whole-image logits; tiled (:func:`unetzoo.predict`) for images above ``tile`` and for
+    valid-convolution networks, whose overlap-tile inference keeps the output at the input's size."""
+    valid_conv = getattr(model, "border", 0) > 0
+    if not valid_conv and (tile is None or max(images.shape[-2:]) <= tile):
+        return model(images)
+    from unetzoo.inference import predict
+
+    size = None if valid_conv else tile  # predict's default tile for valid networks (572)
+    return torch.stack([predict(model, image, tile=size, output="logits", dtype=dtype) for image in images])
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    device: torch.device | str = "cpu",
+    autocast: contextlib.AbstractContextManager | None = None,
+    loss_fn: nn.Module | None = None,
+    tile: int | None = None,
+    keep: int = 0,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> EvalResult:
+    """Run ``model`` over ``loader`` and compute the metrics of all processes together.
+
+    Args:
+        model: the network (eval mode is set here and the previous mode restored).
+        loader: yields ``(images, masks)`` batches.
+        num_classes: classes of the model (1 = one-output binary model).
+        ignore_index: mask label that is not counted.
+        device: where to run.
+        autocast: e.g. ``torch.autocast("cpu", dtype=torch.bfloat16)``; ``None`` = float32.
+        loss_fn: also report the mean loss over batches (reduced over processes).
+        tile: images with a side above this use tiled inference.
+        keep: how many samples to return for the overlay grid.
+        channels_last: feed inputs in channels-last memory format.
+        progress: show a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    from unetzoo.metrics import ConfusionMatrix
+    from unetzoo.train.distributed import all_reduce_sum
+
+    device = torch.device(device)
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    loss_sum, batches, samples = 0.0, 0, []
+    image_iou_sum, images_counted = 0.0, 0
+    was_training = model.training
+    model.eval()
+    dtype = getattr(autocast, "fast_dtype", None)
+    try:
+        for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast or contextlib.nullcontext():
+                logits = _logits(model, images, tile, dtype)
+                if loss_fn is not None:
+                    loss_sum += float(loss_fn(logits, masks))
+                    batches += 1
+            cm.update(logits.float(), masks)
+            preds = labels_of(logits)
+            per_image = image_fg_iou(preds, masks, num_classes, ignore_index)
+            image_iou_sum, images_counted = image_iou_sum + sum(per_image), images_counted + len(per_image)
+            for i in range(min(keep - len(samples), images.shape[0])):
+                samples.append((images[i].float().cpu(), masks[i].cpu(), preds[i].cpu()))
+    finally:
+        model.train(was_training)
+    metrics = cm.all_reduce().compute()
+    image_iou_sum, images_counted = all_reduce_sum([image_iou_sum, images_counted], device)
+    metrics["image_fg_iou"] = image_iou_sum / images_counted if images_counted else math.nan
+    loss = None
+    if loss_fn is not None:
+        loss_sum, batches = all_reduce_sum([loss_sum, batches], device)
+        loss = loss_sum / max(batches, 1)
+    return EvalResult(metrics, loss=loss, samples=samples, pixels=int(cm.matrix.sum()))
