@@ -11,12 +11,13 @@ seed's widths, bilinear x2) this times, in channels-last float32 on the CPU:
   (two convolutions on the split weight), timed with the block's first convolution included
   (the other two variants get the same convolution on the concatenated tensor).
 
+Times are the fastest of many interleaved calls (the least disturbed on a shared machine).
+
     python benchmarks/bench_decoder_copies.py > benchmarks/results/decoder_copies.md
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
@@ -28,14 +29,17 @@ SMP_BLOCKS = [(2048, 1024, 32, 256), (256, 512, 64, 128), (128, 256, 128, 64), (
 SEED_BLOCKS = [(2048, 1024, 32, 512), (512, 512, 64, 256), (256, 256, 128, 128), (128, 64, 256, 64)]
 
 
-def _time(fn, repeats: int = 15) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _best(fns: dict, rounds: int) -> dict:
+    """Fastest of ``rounds`` calls of each function, interleaved (so a busy spell hits all alike)."""
+    best = {k: float("inf") for k in fns}
+    for fn in fns.values():
         fn()
-        samples.append(time.perf_counter() - t0)
-    return min(samples), statistics.median(samples)
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
 
 
 def interp_cat(x, skip, mode):
@@ -73,12 +77,12 @@ def main() -> None:
                 conv_a.bias.copy_(conv.bias)
                 ref, alt = interp_cat(x, skip, mode), prealloc(x, skip, mode)
                 assert torch.equal(ref, alt), "prealloc must give the same tensor"
-                t_cat = _time(lambda: interp_cat(x, skip, mode))[0]
-                t_pre = _time(lambda: prealloc(x, skip, mode))[0]
-                t_conv = _time(lambda: conv(interp_cat(x, skip, mode)), 7)[0]
                 up = lambda: F.interpolate(x, size=skip.shape[-2:], mode=mode,
                                            **({"align_corners": True} if mode == "bilinear" else {}))
-                t_split = _time(lambda: conv_a(up()) + conv_b(skip), 7)[0]
+                copies = _best({"cat": lambda: interp_cat(x, skip, mode), "pre": lambda: prealloc(x, skip, mode)}, 40)
+                convs = _best({"cat": lambda: conv(interp_cat(x, skip, mode)),
+                               "split": lambda: conv_a(up()) + conv_b(skip)}, 10)
+                t_cat, t_pre, t_conv, t_split = copies["cat"], copies["pre"], convs["cat"], convs["split"]
             print(f"| {name} | {cx}@{side // 2} -> {cs}@{side} | {1e3 * t_cat:.2f} | {1e3 * t_pre:.2f} | "
                   f"{1e3 * t_conv:.1f} | {1e3 * t_split:.1f} |")
 

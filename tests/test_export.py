@@ -1,0 +1,150 @@
+"""Export: ONNX (checked with onnxruntime), torch.export (strict), TorchScript, torch.compile.
+
+Every exported graph must accept batch sizes and image sizes other than the example's, and
+give the eager model's output there. Small models and inputs keep this quick on 2 CPU cores;
+the whole curated registry is exported in the slow tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import unetzoo
+from unetzoo.export import (
+    FORMATS,
+    export_example,
+    export_model,
+    export_program,
+    load_model,
+    onnx_max_abs_diff,
+    save_onnx,
+)
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+SMALL = {"unet-classic": {"base_c": 8}, "unet-resnet18": {"decoder_channels": (32, 16, 16, 8)}}
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return unetzoo.create(name, num_classes=3, **SMALL.get(name, {})).eval()
+
+
+def _other_inputs(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Shapes the export never saw: another batch size, odd heights and widths."""
+    x = export_example(model)
+    c, h, w = x.shape[1:]
+    if getattr(model, "border", 0):  # valid-convolution nets: stay on their size grid
+        return [torch.randn(1, c, h, w), torch.randn(3, c, h + 16, w + 32)]
+    return [torch.randn(1, c, h, w), torch.randn(3, c, h + 29, w - 3)]
+
+
+@pytest.fixture(scope="module")
+def resnet18_program():
+    """unet-resnet18 exported once (torch.export is the slow part) for the ONNX and .pt2 tests."""
+    model = _model("unet-resnet18")
+    return model, export_program(model)
+
+
+def test_onnx_via_export_model_matches_onnxruntime_at_new_shapes(tmp_path):
+    model = _model("unet-classic")
+    path = export_model(model, tmp_path / "m.onnx", format="onnx")
+    assert onnx_max_abs_diff(path, model, _other_inputs(model)) <= 1e-4
+
+
+def test_onnx_of_a_timm_unet_matches_onnxruntime(resnet18_program, tmp_path):
+    model, program = resnet18_program
+    path = save_onnx(program, tmp_path / "m.onnx")
+    assert onnx_max_abs_diff(path, model, _other_inputs(model)) <= 1e-4
+
+
+def test_exported_program_is_strict_dynamic_and_reloads(resnet18_program, tmp_path):
+    model, program = resnet18_program
+    torch.export.save(program, str(tmp_path / "m.pt2"))
+    loaded = torch.export.load(str(tmp_path / "m.pt2")).module()
+    for x in _other_inputs(model):
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchscript_pads_and_crops_any_size(tmp_path):
+    model = _model("unet-resnet18")
+    path = export_model(model, tmp_path / "m.ts", format="torchscript")
+    loaded = torch.jit.load(str(path))
+    for x in _other_inputs(model):
+        with torch.no_grad():
+            out = loaded(x)
+        assert out.shape == (x.shape[0], 3, *x.shape[-2:])
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_fullgraph_captures_without_graph_breaks():
+    """fullgraph=True fails on any graph break; the eager backend skips the slow C++ codegen
+    (inductor runs in the slow tests below)."""
+    model = _model("unet-classic")
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    for x in _other_inputs(model)[:1]:
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_load_model_from_a_saved_folder(tmp_path):
+    model = _model("unet-classic")
+    model.save_pretrained(tmp_path / "saved")
+    loaded = load_model(tmp_path / "saved")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_load_model_rejects_a_weights_file_as_model(tmp_path):
+    weights = tmp_path / "unet.pth"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="--checkpoint"):
+        load_model(weights)
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="onnx, torchscript, exported-program"):
+        export_model(_model("unet-classic"), tmp_path / "m.x", format="tflite")
+
+
+def test_cli_export_torchscript(tmp_path, capsys):
+    from unetzoo.cli import main
+
+    out = tmp_path / "classic.ts"
+    assert main(["export", "unet-classic", "-o", "base_c=8", "--format", "torchscript", "--out", str(out)]) == 0
+    assert "dynamic" in capsys.readouterr().out
+    loaded = torch.jit.load(str(out))
+    assert loaded(torch.randn(2, 3, 37, 41)).shape == (2, 2, 37, 41)
+
+
+CURATED = unetzoo.list_models(curated_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", CURATED)
+def test_every_curated_model_exports(name, fmt, tmp_path):
+    model = _model(name)
+    path = export_model(model, tmp_path / f"m.{fmt}", format=fmt)
+    inputs = _other_inputs(model)
+    if fmt == "onnx":
+        assert onnx_max_abs_diff(path, model, inputs) <= 1e-4
+        return
+    loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+    for x in inputs:
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CURATED)
+def test_every_curated_model_compiles_fullgraph(name):
+    model = _model(name)
+    compiled = torch.compile(model, fullgraph=True)
+    x = export_example(model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)

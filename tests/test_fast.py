@@ -1,0 +1,159 @@
+"""The inference fast path: exact batch-norm folding, channels-last, bfloat16, tolerances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import unetzoo
+from unetzoo.fast import (
+    BF16_RTOL,
+    FOLD_RTOL,
+    example_input,
+    fold_batchnorm,
+    optimize_for_inference,
+    preferred_dtype,
+    relative_error,
+)
+
+
+def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding has work to do."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def _bn_count(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("unet-resnet18", {"decoder_norm": "bn", "decoder_channels": (32, 16, 16, 8)}),
+        ("unet-efficientnet_b0", {"decoder_channels": (32, 16, 16, 8)}),
+        ("unet-classic", {"base_c": 8}),
+    ],
+)
+def test_fold_batchnorm_is_exact_and_complete(name, options):
+    torch.manual_seed(0)
+    model = _randomize_norms(unetzoo.create(name, **options))
+    x = example_input(model)
+    with torch.no_grad():
+        ref = model(x)
+    expected = _bn_count(model)  # in these nets every norm directly follows a convolution
+    assert expected > 0
+    assert fold_batchnorm(model, x) == expected
+    assert _bn_count(model) == 0  # timm's BatchNormAct2d became its activation
+    with torch.no_grad():
+        out = model(x)
+    assert relative_error(out, ref) <= FOLD_RTOL
+
+
+class _SharedConvOutput(nn.Module):
+    """The conv output is read by the norm AND by the residual: folding would change the sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_fold_skips_convolutions_whose_output_is_also_used_elsewhere():
+    model = _randomize_norms(_SharedConvOutput())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    assert fold_batchnorm(model, x) == 0
+    assert isinstance(model.bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+
+
+def test_fast_path_float32_keeps_outputs_and_returns_the_model():
+    torch.manual_seed(0)
+    model = _randomize_norms(
+        unetzoo.create("unet-resnet18", num_classes=3, decoder_norm="bn", decoder_channels=(32, 16, 16, 8))
+    )
+    x = torch.randn(2, 3, 45, 70)  # not a multiple of the stride: padding and crop still work
+    with torch.no_grad():
+        ref = model(x)
+    fast = model.optimize_for_inference(dtype=torch.float32)
+    assert fast is model and not fast.training
+    assert fast.inference_options["folded_bn"] == 30 and fast.inference_options["dtype"] == "float32"
+    conv = fast.encoder.model.conv1
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in fast.parameters())
+    with torch.no_grad():
+        out = fast(x)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert relative_error(out, ref) <= FOLD_RTOL
+
+
+def test_fast_path_bfloat16_within_stated_tolerance():
+    torch.manual_seed(0)
+    model = _randomize_norms(unetzoo.create("unet-resnet18", decoder_channels=(32, 16, 16, 8)))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert next(fast.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        out = fast(x)  # float32 in, float32 out
+    assert out.dtype == torch.float32
+    err = relative_error(out, ref)
+    assert 0 < err <= BF16_RTOL  # > 0: bfloat16 was really used
+
+
+def test_optimizing_twice_is_refused():
+    model = unetzoo.create("unet-classic", base_c=8).optimize_for_inference(dtype="float32")
+    with pytest.raises(RuntimeError, match="already optimized"):
+        model.optimize_for_inference()
+
+
+def test_auto_dtype_follows_native_bfloat16_support(monkeypatch):
+    import unetzoo.fast as fast
+
+    monkeypatch.setattr(fast, "native_bf16_supported", lambda device="cpu": False)
+    assert preferred_dtype() == torch.float32
+    monkeypatch.setattr(fast, "native_bf16_supported", lambda device="cpu": True)
+    assert preferred_dtype() == torch.bfloat16
+    model = optimize_for_inference(unetzoo.create("unet-classic", base_c=8), fold_bn=False, channels_last=False)
+    assert model.inference_options["dtype"] == "bfloat16"
+
+
+def test_bad_dtype_is_rejected():
+    with pytest.raises(ValueError, match="dtype must be"):
+        optimize_for_inference(unetzoo.create("unet-classic", base_c=8), dtype=torch.int8)
+
+
+def test_example_input_respects_the_models_own_size_rule():
+    model = unetzoo.create("unet-original")  # valid sizes only: 16 k + 124
+    x = example_input(model)
+    model.check_input(x)  # raises if the size were invalid
+    assert (x.shape[-1] - 124) % 16 == 0
+
+
+@pytest.mark.slow
+def test_fast_path_with_compile_matches_eager():
+    torch.manual_seed(0)
+    model = _randomize_norms(unetzoo.create("unet-classic", base_c=8))
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize_for_inference(model, dtype=torch.float32, compile=True)
+    with torch.no_grad():
+        assert relative_error(fast(x), ref) <= FOLD_RTOL

@@ -1,0 +1,240 @@
+"""The training engine: configs, schedules, the fit loop, outputs, freezing, precision, eval CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from train_utils import REPO, make_blobs, tiny_config
+
+import unetzoo
+from unetzoo.cli import main
+from unetzoo.data import DataError
+from unetzoo.train import ConfigError, Trainer, TrainConfig, fit, load_config
+from unetzoo.train.checkpoint import STATE_NAME, atomic_save, load_state
+from unetzoo.train.config import ScheduleSection
+from unetzoo.train.schedule import build_scheduler
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_blobs(tmp_path_factory.mktemp("blobs"))
+
+
+@pytest.fixture(scope="module")
+def run(blobs: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One tiny 3-epoch run with the encoder frozen for the first epoch (shared by several tests)."""
+    out = tmp_path_factory.mktemp("run")
+    return fit(tiny_config(blobs, out, epochs=3, freeze_epochs=1))
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"optimizer": {"lr": 0.1, "momentun": 0.9}}))
+    with pytest.raises(ConfigError, match=r"momentun.*valid keys.*momentum"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        load_config(None, ["precision=fp64"])
+    with pytest.raises(ConfigError, match="epochs must be an integer"):
+        load_config(None, ["epochs=ten"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["epochs"])
+    with pytest.raises(ConfigError, match="freeze_epochs"):
+        load_config(None, ["epochs=2", "freeze_epochs=3"])
+
+
+def test_config_overrides_are_typed() -> None:
+    cfg = load_config(None, ["optimizer.lr=1e-4", "model.options.decoder_channels=[64, 32]",
+                             "data.transforms.size=96", "model.pretrained=in1k", "grad_clip=1"])
+    assert cfg.optimizer.lr == pytest.approx(1e-4) and isinstance(cfg.optimizer.lr, float)
+    assert cfg.model.options == {"decoder_channels": [64, 32]}
+    assert cfg.data.transforms.size == 96 and cfg.model.pretrained == "in1k"
+    assert cfg.grad_clip == 1.0
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # round trip
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.model.name in unetzoo.list_models() or cfg.model.name.startswith("unet-")
+
+
+def test_demo_yaml_is_the_demo_recipe() -> None:
+    from unetzoo.train.recipes import NUCLEI_DEMO
+
+    assert load_config(REPO / "configs" / "nuclei_demo.yaml") == TrainConfig.from_dict(NUCLEI_DEMO)
+
+
+def test_voc_recipe_matches_the_seed() -> None:
+    """SEED_SYSTEMS.md §1: Adam 1e-4, frozen then unfrozen, batch 2, 512x512, CE ignoring 255."""
+    cfg = load_config(REPO / "configs" / "voc_seed_recipe.yaml")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.batch_size) == ("adam", 1e-4, 2)
+    assert 0 < cfg.freeze_epochs < cfg.epochs and cfg.data.transforms.size == 512
+    assert cfg.loss.name == "ce" and cfg.data.ignore_index == 255 and cfg.model.num_classes == 21
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize("name", ["cosine", "poly"])
+def test_schedule_warmup_then_decay(name: str) -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    cfg = ScheduleSection(name=name, warmup_epochs=1, warmup_start=0.1, min_lr_ratio=0.0, power=2.0)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=3)  # 10 warm-up + 20 decay steps
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert lrs[10] == pytest.approx(0.1)
+    expected = 0.1 * (0.5 * (1 + math.cos(math.pi * 0.5)) if name == "cosine" else 0.5**2)
+    assert lrs[20] == pytest.approx(expected)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+# ---------------------------------------------------------------------------- the fit loop
+
+
+def test_fit_writes_everything(run) -> None:
+    out = run.output_dir
+    for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "curves.png", "overlays.png", STATE_NAME):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["encoder_frozen"] for r in rows] == [True, False, False]
+    assert len(run.csv_path.read_text().splitlines()) == 4
+    for key in ("pixel_accuracy", "mean_accuracy", "miou", "dice", "fg_iou", "per_class_iou"):
+        assert key in run.metrics
+    assert run.metrics["epoch"] == 3 and 1 <= run.best_epoch <= 3
+    for png in (run.curves_path, run.overlays_path):
+        assert Image.open(png).size[0] > 300
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_checkpoints_reload(run) -> None:
+    state = torch.load(run.state_path, map_location="cpu", weights_only=True)  # no pickled objects
+    assert state["epoch"] == 2 and set(state) >= {"optimizer", "scheduler", "rng", "history", "best"}
+    last = unetzoo.from_pretrained(run.last_dir)
+    for key, value in last.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    best = unetzoo.from_pretrained(run.best_dir)
+    assert unetzoo.transforms_for(best).mean == unetzoo.transforms_for("unet-classic").mean
+
+
+def test_frozen_epochs_keep_encoder_and_norm_stats(blobs: Path, tmp_path: Path) -> None:
+    trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path, epochs=2, freeze_epochs=1)))
+    model = trainer.model
+    enc_keys = [k for k in model.state_dict() if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in enc_keys)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer._set_phase(0)
+    trainer.train_epoch(0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in enc_keys)
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    trainer._set_phase(1)
+    trainer.train_epoch(1)
+    assert not all(torch.equal(before[k], model.state_dict()[k]) for k in enc_keys)
+    trainer.close()
+
+
+def test_fp16_on_cpu_is_a_clear_error(blobs: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU.*bf16"):
+        fit(tiny_config(blobs, tmp_path, precision="fp16", device="cpu"))
+    assert not (tmp_path / STATE_NAME).exists()
+
+
+def test_bf16_autocast_trains_on_cpu(blobs: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(blobs, tmp_path, precision="bf16", epochs=1, channels_last=True, grad_clip=1.0)
+    seen = []
+    trainer = Trainer(TrainConfig.from_dict(cfg))
+    trainer.model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer.train_epoch(0)
+    trainer.close()
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_bad_data_fails_before_training(tmp_path: Path) -> None:
+    root = make_blobs(tmp_path / "bad", n=6)
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "masks" / "img002.png")  # label 7, 2 classes
+    with pytest.raises(DataError, match="img002"):
+        fit(tiny_config(root, tmp_path / "out", data={**tiny_config(root, tmp_path)["data"], "binary": False}))
+    assert not (tmp_path / "out" / STATE_NAME).exists()
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = atomic_save({"a": torch.ones(2)}, tmp_path / "s.pt")
+
+    def broken(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["s.pt"]
+    with pytest.raises(ValueError, match="training state"):
+        load_state(path)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", str(REPO / "configs" / "nuclei_demo.yaml"), "epochs=3", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["epochs"] == 3 and printed["model"]["name"] == "unet-efficientnet_lite0"
+    assert main(["train", "epochz=3"]) == 2
+
+
+def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str]) -> tuple[float, float]:
+    """Foreground IoU over ``stems`` (pooled, and the mean of per-image IoUs) with plain numpy
+    (no unetzoo data or metrics code)."""
+    model = unetzoo.from_pretrained(model_dir)
+    pre = unetzoo.transforms_for(model)
+    inter = union = 0
+    per_image = []
+    for stem in stems:
+        image = torch.from_numpy(np.array(Image.open(root / "images" / f"{stem}.png").convert("RGB")))
+        x = pre(image.permute(2, 0, 1))[None]
+        with torch.no_grad():
+            pred = model(x)[0].argmax(0).numpy() == 1
+        truth = np.asarray(Image.open(root / "masks" / f"{stem}.png")) > 127
+        inter += (pred & truth).sum()
+        union += (pred | truth).sum()
+        if (pred | truth).any():
+            per_image.append((pred & truth).sum() / (pred | truth).sum())
+    return inter / union, float(np.mean(per_image))
+
+
+def test_eval_cli_matches_an_independent_computation(run, blobs: Path, tmp_path: Path) -> None:
+    report = tmp_path / "m.json"
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    stems = sorted(p.stem for p in (blobs / "images").glob("*.png"))
+    pooled, image_mean = _independent_fg_iou(run.last_dir, blobs, stems)
+    assert metrics["fg_iou"] == pytest.approx(pooled, abs=1e-9)
+    assert metrics["image_fg_iou"] == pytest.approx(image_mean, abs=1e-9)
+    # the held-out quarter, as the run split it, equals the run's own final validation
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--holdout", "0.25", "--json", str(report)]) == 0
+    held_out = json.loads(report.read_text())
+    assert held_out["images"] == 3
+    assert held_out["metrics"]["fg_iou"] == pytest.approx(run.metrics["fg_iou"], abs=1e-9)
+    # tiled inference (16 px tiles on 32 px images) agrees with whole-image inference closely
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tile", "16", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["metrics"]["pixel_accuracy"] == pytest.approx(
+        metrics["pixel_accuracy"], abs=0.05)
