@@ -290,7 +290,7 @@ def test_cli_convert_writes_a_loadable_model(tmp_path, capsys):
 
 
 def test_cli_option_values_are_literals():
-    from unetzoo.cli.convert_cmd import _option
+    from unetzoo.cli.options import model_option as _option
 
     assert _option("decoder_act=None") == ("decoder_act", None)
     assert _option("dropout=(0.1, 0.2)") == ("dropout", (0.1, 0.2))

@@ -111,6 +111,11 @@ def test_unknown_format_is_rejected(tmp_path):
         export_model(_model("unet-classic"), tmp_path / "m.x", format="tflite")
 
 
+def test_exported_program_needs_a_pt2_name(tmp_path):
+    with pytest.raises(ValueError, match=r"m\.pt2"):
+        export_model(_model("unet-classic"), tmp_path / "m.ep", format="exported-program")
+
+
 def test_cli_export_torchscript(tmp_path, capsys):
     from unetzoo.cli import main
 
@@ -122,6 +127,7 @@ def test_cli_export_torchscript(tmp_path, capsys):
 
 
 CURATED = unetzoo.list_models(curated_only=True)
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
 
 
 @pytest.mark.slow
@@ -129,7 +135,7 @@ CURATED = unetzoo.list_models(curated_only=True)
 @pytest.mark.parametrize("name", CURATED)
 def test_every_curated_model_exports(name, fmt, tmp_path):
     model = _model(name)
-    path = export_model(model, tmp_path / f"m.{fmt}", format=fmt)
+    path = export_model(model, tmp_path / ("m" + SUFFIX[fmt]), format=fmt)
     inputs = _other_inputs(model)
     if fmt == "onnx":
         assert onnx_max_abs_diff(path, model, inputs) <= 1e-4
@@ -143,6 +149,7 @@ def test_every_curated_model_exports(name, fmt, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CURATED)
 def test_every_curated_model_compiles_fullgraph(name):
+    torch._dynamo.reset()  # every model recompiles the same forward code: stay below dynamo's recompile limit
     model = _model(name)
     compiled = torch.compile(model, fullgraph=True)
     x = export_example(model)

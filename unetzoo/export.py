@@ -239,6 +239,8 @@ def export_model(
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    if format == "exported-program" and path.suffix != ".pt2":
+        raise ValueError(f"{path}: torch.export.load only reads .pt2 archives; name the file {path.with_suffix('.pt2')}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
     if format == "onnx":

@@ -10,7 +10,7 @@ import sys
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="benchmark models: FLOPs, latency, throughput, training step, memory, % of the measured peak",
+        help="benchmark models: FLOPs, latency, throughput, training step, memory, %% of the measured peak",
         description="Measure every model x mode x dtype x variant x batch x size (each case in a fresh process), "
         "relate it to the GEMM peak measured in the same run, optionally side by side with "
         "segmentation_models_pytorch and with a short fine-tune for accuracy; write CSV + markdown (+ PNG).",

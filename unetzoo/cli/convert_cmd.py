@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
-from typing import Any
 
-
-def _option(text: str) -> tuple[str, Any]:
-    """Parse ``KEY=VALUE``; the value is a Python literal (``None``, ``True``, ``32``, ``(0.3, 0.4)``) or a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. decoder_act=None), got {text!r}")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key, value
+from unetzoo.cli.options import model_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o",
         "--option",
-        type=_option,
+        type=model_option,
         action="append",
         default=[],
         metavar="KEY=VALUE",

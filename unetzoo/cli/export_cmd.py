@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ast
-from typing import Any
+
+from unetzoo.cli.options import model_option
 
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
-
-
-def _option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with a Python-literal value (``base_c=8``, ``decoder_act=None``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. base_c=8), got {text!r}")
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key, raw
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="whole-model checkpoint for a registry name")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--in-chans", type=int, default=None)
-    p.add_argument("-o", "--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("-o", "--option", type=model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture option for a registry name (repeatable), e.g. base_c=8")
     p.add_argument("--static", action="store_true", help="fix batch/height/width to the example input's")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
