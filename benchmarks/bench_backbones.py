@@ -30,14 +30,15 @@ SEED = f"{HERE / 'seed_resnet50_baseline.py'}:SeedUnet"
 #: (batch, side) of inference and training cases; --quick shrinks them to check the pipeline
 SHAPES = {"infer": (1, 512), "train": (8, 256)}
 NOTES = [
-    "Each case runs in a fresh process (2 warm-up calls, then >= 5 timed calls; bfloat16 cases 1 + 3 "
-    "because they are slow on CPUs without native bfloat16). Times are medians; spread is the IQR / median.",
+    "Each case runs in a fresh process (2 warm-up calls, then >= 5 timed calls; bfloat16 cases 1 + 3, or 1 + 1 "
+    "on CPUs without native bfloat16). Times are medians; spread is the IQR / median.",
     "The CPU is shared with other jobs; the load average at start and end is recorded above. "
     "Figures taken under load are pessimistic.",
     "GFLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 per multiply-add; convolutions "
     "and matmuls). Training-step GFLOPs count forward + backward.",
-    "Peak memory: the process's resident set high-water mark (ru_maxrss, sampled RSS) during warm-up "
-    "and timed calls; '+MB in step' is the increase over the model's resting footprint.",
+    "Peak memory: the process's resident set high-water mark (ru_maxrss, RSS sampled every 5 ms) during the "
+    "warm-up calls; '+MB' is the increase over the model's resting footprint. The timed calls run without "
+    "the sampling thread.",
 ]
 
 

@@ -38,7 +38,7 @@ def test_seed_baseline_is_the_seed_network_and_unetzoo_reproduces_it():
         torch.testing.assert_close(model(x), seed(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50"])
+@pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50", "unet-vgg16"])
 def test_smp_like_options_give_smps_unet_exactly(name):
     smp = pytest.importorskip("segmentation_models_pytorch")
     ours = unetzoo.create(name, num_classes=3, **smp_like_options(name)).eval()
@@ -144,3 +144,15 @@ def test_cli_bench_smoke(tmp_path):
     assert all(float(r["gflops"]) > 0 and float(r["frac_of_peak"]) > 0 for r in rows)
     md = (tmp_path / "smoke.md").read_text()
     assert "unetzoo bench" in md and "Measured GEMM peak" in md and "| unet-classic | infer |" in md
+
+
+def test_smp_vgg_taps_and_center_are_validated():
+    model = unetzoo.create("unet-vgg16", num_classes=2, vgg_taps="smp", decoder_center=True,
+                           decoder_channels=(16, 16, 8, 8, 8))
+    assert model.encoder.channels == (128, 256, 512, 512, 512)
+    assert model.encoder.reductions == (2, 4, 8, 16, 32)
+    assert model(torch.randn(1, 3, 40, 72)).shape == (1, 2, 40, 72)  # padded to 32 and cropped back
+    with pytest.raises(ValueError, match="vgg_taps applies only to torchvision VGG"):
+        unetzoo.create("unet-resnet18", vgg_taps="smp")
+    with pytest.raises(ValueError, match="choose 'seed' or 'smp'"):
+        unetzoo.create("unet-vgg16", vgg_taps="timm")

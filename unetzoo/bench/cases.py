@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetzoo.bench.measure import MemoryMonitor, count_flops, time_callable
+from unetzoo.bench.measure import MemoryMonitor, count_flops, synchronize, time_callable
 
 __all__ = ["Case", "build_network", "run_case", "VARIANTS", "MODES", "smp_like_options"]
 
@@ -83,12 +83,18 @@ def smp_like_options(name: str) -> dict[str, Any]:
     if info.channels is None or info.reductions is None:
         raise ValueError(f"{name} has no encoder/decoder split; smp-like options apply to unet-<encoder> models")
     blocks = len(info.channels) - 1 + int(round(math.log2(info.reductions[0])))
+    extra: dict[str, Any] = {}
+    encoder = info.spec.encoder
+    if encoder is not None and encoder.source == "torchvision" and encoder.name.startswith("vgg"):
+        # smp's VGG Unet: taps at strides 2..32 (pool5 last) and a center block
+        extra, blocks = {"vgg_taps": "smp", "decoder_center": True}, blocks + 1
     return {
         "decoder_channels": SMP_DECODER[: min(blocks, len(SMP_DECODER))],
         "decoder_norm": "bn",
         "upsample": "nearest",
         "skip_first": False,
         "head_kernel": 3,
+        **extra,
     }
 
 
@@ -167,7 +173,7 @@ def _train_fn(model: nn.Module, x: torch.Tensor, autocast, num_classes: int):
 def run_case(case: Case) -> dict[str, Any]:
     """Build, prepare, count and time one case; returns a flat result record.
 
-    Peak memory covers the warm-up and timed calls (activations, gradients and optimizer
+    Peak memory covers the warm-up calls (activations, gradients and optimizer
     state on top of what the model held before the first call).
     """
     torch.manual_seed(0)
@@ -183,8 +189,14 @@ def run_case(case: Case) -> dict[str, Any]:
     else:
         step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
         flops = count_flops(fwd_bwd)
-    with MemoryMonitor(device) as mem:
-        timing = time_callable(step, warmup=case.warmup, repeats=case.repeats, device=device, min_time=case.min_time)
+    # Peak memory from the warm-up calls (a step's allocations are the same every call, and the
+    # first training step also creates the optimizer state); the timed calls then run without the
+    # sampling thread, which would otherwise compete with the compute threads for the CPU.
+    with MemoryMonitor(device, interval=0.005) as mem:
+        for _ in range(max(1, case.warmup)):
+            step()
+            synchronize(device)
+    timing = time_callable(step, warmup=0, repeats=case.repeats, device=device, min_time=case.min_time)
     return {
         **case.to_dict(),
         "name": case.name,

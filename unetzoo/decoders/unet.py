@@ -118,6 +118,7 @@ class UnetDecoder(nn.Module):
             optionally one per extra (skip-less) upsampling block; missing extra widths
             repeat the last one. ``None`` = the seed's 512-256-128-64.
         upsample, align_corners, skip_first, norm, act: see :class:`UpBlock`.
+        center: two 3x3 conv-norm-act layers on the deepest feature first (smp's VGG ``Unet``).
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class UnetDecoder(nn.Module):
         skip_first: bool = True,
         norm: str | None = None,
         act: str | None = "relu",
+        center: bool = False,
     ) -> None:
         super().__init__()
         if len(encoder_channels) != len(encoder_reductions) or len(encoder_channels) < 2:
@@ -160,13 +162,19 @@ class UnetDecoder(nn.Module):
         for w in widths[num_skip:]:
             extra.append(UpBlock(cin, 0, w, **kw))
             cin = w
+        deepest = encoder_channels[-1]
+        self.center = (
+            nn.Sequential(ConvNormAct(deepest, deepest, norm, act), ConvNormAct(deepest, deepest, norm, act))
+            if center
+            else None
+        )
         self.blocks = nn.ModuleList(blocks)
         self.extra = nn.ModuleList(extra)
         self.out_channels = cin
         self.widths = tuple(widths)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = features[-1]
+        x = features[-1] if self.center is None else self.center(features[-1])
         skips = features[-2::-1]
         for block, skip in zip(self.blocks, skips):
             x = block(x, skip)
@@ -188,6 +196,8 @@ def build_unet(
     decoder_act: str | None = "relu",
     head_kernel: int = 1,
     maxpool_quirk: bool = False,
+    vgg_taps: str = "seed",
+    decoder_center: bool = False,
     out_indices: Sequence[int] | None = None,
     drop_path_rate: float | None = None,
 ):
@@ -200,6 +210,10 @@ def build_unet(
         head_kernel: kernel of the final convolution (1 as in the seed, 3 as in smp).
         maxpool_quirk: torchvision ResNet only; see
             :class:`~unetzoo.encoders.torchvision.ResNetEncoder`.
+        vgg_taps: torchvision VGG only: ``"seed"`` or ``"smp"`` (smp's feature taps); see
+            :class:`~unetzoo.encoders.torchvision.VGGEncoder`.
+        decoder_center: two 3x3 conv-norm-act layers on the deepest feature before the first
+            block (smp's ``Unet`` adds this "center" block for VGG encoders).
         out_indices: timm only: which feature levels to tap.
         drop_path_rate: timm only: stochastic depth in the encoder.
     """
@@ -211,6 +225,10 @@ def build_unet(
         if encoder.source != "torchvision":
             raise ValueError("maxpool_quirk=True applies only to torchvision ResNet encoders (unet-resnet50)")
         options["maxpool_quirk"] = True  # the VGG encoder rejects it with its own error
+    if vgg_taps != "seed":
+        if encoder.source != "torchvision" or not encoder.name.startswith("vgg"):
+            raise ValueError(f"vgg_taps applies only to torchvision VGG encoders, not {encoder.name!r}")
+        options["taps"] = vgg_taps
     for key, value in (("out_indices", out_indices), ("drop_path_rate", drop_path_rate)):
         if value is not None:
             if encoder.source != "timm":
@@ -226,6 +244,7 @@ def build_unet(
         skip_first=skip_first,
         norm=decoder_norm,
         act=decoder_act,
+        center=decoder_center,
     )
     head = nn.Conv2d(decoder.out_channels, num_classes, head_kernel, padding=head_kernel // 2)
     return SegmentationModel(enc, decoder, head)

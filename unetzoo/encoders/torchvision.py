@@ -20,20 +20,33 @@ __all__ = ["VGGEncoder", "ResNetEncoder", "create_torchvision_encoder"]
 
 
 class VGGEncoder(Encoder):
-    """VGG features split before each max-pool: five features at strides 1..16."""
+    """VGG features split before each max-pool: five features at strides 1..16.
+
+    Args:
+        taps: ``"seed"`` (the default): the five blocks' outputs, strides 1..16. ``"smp"``:
+            segmentation_models_pytorch's taps, the blocks at strides 2..16 plus the last
+            max-pool (stride 32); smp's decoder never uses the stride-1 block as a skip.
+    """
 
     first_conv = "features.0"
 
-    def __init__(self, name: str = "vgg16", *, in_chans: int = 3) -> None:
+    def __init__(self, name: str = "vgg16", *, in_chans: int = 3, taps: str = "seed") -> None:
         super().__init__()
+        if taps not in ("seed", "smp"):
+            raise ValueError(f"vgg taps={taps!r} is not supported; choose 'seed' or 'smp'")
         features = _vgg_features(name, in_chans)
         self.features = features
         self.in_chans = in_chans
+        self.taps = taps
         pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
         # stage i spans from pool i-1 (inclusive) to pool i (exclusive); the last pool is unused
         self._bounds = list(zip([0, *pools[:-1]], pools))
-        self.channels = tuple(self._last_conv(features[a:b]).out_channels for a, b in self._bounds)
-        self.reductions = tuple(2**i for i in range(len(self._bounds)))
+        if taps == "smp":  # first two blocks as one stage (stride 2), then pool5 alone (stride 32)
+            self._bounds = [(0, pools[1]), *self._bounds[2:], (pools[-1], pools[-1] + 1)]
+        convs = [self._last_conv(features[a:b]).out_channels for a, b in self._bounds if b - a > 1]
+        self.channels = tuple(convs + convs[-1:] * (len(self._bounds) - len(convs)))
+        first = 2 if taps == "smp" else 1
+        self.reductions = tuple(first * 2**i for i in range(len(self._bounds)))
 
     @staticmethod
     def _last_conv(block: nn.Sequential) -> nn.Conv2d:
@@ -125,9 +138,10 @@ class ResNetEncoder(Encoder):
 def create_torchvision_encoder(name: str, *, in_chans: int = 3, **options) -> Encoder:
     """Build the torchvision encoder ``name`` (``"vgg16"``, ``"resnet50"``, ...)."""
     if name.startswith("vgg"):
-        if options:
-            raise TypeError(f"VGG encoders take no options, got {sorted(options)}")
-        return VGGEncoder(name, in_chans=in_chans)
+        unknown = sorted(set(options) - {"taps"})
+        if unknown:
+            raise TypeError(f"VGG encoders take only the option taps, got {unknown}")
+        return VGGEncoder(name, in_chans=in_chans, **options)
     if name.startswith(("resnet", "resnext", "wide_resnet")):
         return ResNetEncoder(name, in_chans=in_chans, **options)
     raise ValueError(f"no torchvision encoder for {name!r}; torchvision encoders: vgg*, resnet*")
