@@ -13,7 +13,7 @@ from torch import nn
 import unetzoo
 from unetzoo.bench.cases import Case, build_network, run_case, smp_like_options
 from unetzoo.bench.hardware import matmul_peak
-from unetzoo.bench.measure import MemoryMonitor, Timing, count_flops, time_callable
+from unetzoo.bench.measure import MemoryMonitor, Timing, count_flops, saved_activation_bytes, time_callable
 from unetzoo.bench.suite import compare_rows, smp_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,18 @@ def test_smp_like_options_give_smps_unet_exactly(name):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert count_flops(lambda: ours(x)) == count_flops(lambda: theirs(x))
+    # a training step's activation memory: the tensors autograd keeps for backward
+    ours.train(), theirs.train()
+    assert saved_activation_bytes(ours, lambda: ours(x)) == saved_activation_bytes(theirs, lambda: theirs(x))
+
+
+def test_saved_activation_bytes_counts_what_backward_keeps():
+    lin = nn.Linear(256, 128)
+    x = torch.randn(64, 256, requires_grad=True)
+    # linear saves its input (64 x 256 floats) and the weight (a parameter: excluded); relu its output
+    assert saved_activation_bytes(lin, lambda: torch.relu(lin(x))) == 4 * (64 * 256 + 64 * 128)
+    with torch.no_grad():
+        assert saved_activation_bytes(lin, lambda: lin(x)) == 0
 
 
 def test_count_flops_matches_the_convolution_formula():

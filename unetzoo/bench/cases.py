@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetzoo.bench.measure import MemoryMonitor, count_flops, synchronize, time_callable
+from unetzoo.bench.measure import MemoryMonitor, count_flops, saved_activation_bytes, synchronize, time_callable
 
 __all__ = ["Case", "build_network", "run_case", "VARIANTS", "MODES", "smp_like_options"]
 
@@ -183,12 +183,14 @@ def run_case(case: Case) -> dict[str, Any]:
     in_chans = getattr(model, "in_chans", 3)
     x = torch.randn(case.batch, in_chans, case.size, case.size, device=device)
     model, x, autocast = _prepare(model, case, x)
+    saved = None
     if case.mode == "infer":
         step = _infer_fn(model, x, autocast)
         flops = count_flops(step)
     else:
         step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
         flops = count_flops(fwd_bwd)
+        saved = saved_activation_bytes(model, fwd_bwd)
     # Peak memory from the warm-up calls (a step's allocations are the same every call, and the
     # first training step also creates the optimizer state); the timed calls then run without the
     # sampling thread, which would otherwise compete with the compute threads for the CPU.
@@ -214,4 +216,5 @@ def run_case(case: Case) -> dict[str, Any]:
         "tflops_best": flops / timing.minimum / 1e12,
         "mem_peak_mb": mem.peak / 2**20,
         "mem_increase_mb": mem.increase / 2**20,
+        **({} if saved is None else {"saved_activations_mb": saved / 2**20}),
     }

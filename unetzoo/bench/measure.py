@@ -78,6 +78,23 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+def saved_activation_bytes(model: torch.nn.Module, fn: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd saves for the backward pass while ``fn`` runs (distinct
+    storages, ``model``'s parameters excluded): a training step's activation memory, exact and
+    independent of the allocator, unlike a resident-set or caching-allocator peak."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
 def _rss() -> int:
     import psutil
 

@@ -18,7 +18,8 @@ _RESULT_COLUMNS = [
     ("images_per_s", "images/s", "{:.2f}"), ("tflops_achieved", "TFLOP/s", "{:.3f}"),
     ("frac_of_peak", "% of peak", "{:.0%}"), ("frac_of_peak_best", "% of peak (best)", "{:.0%}"),
     ("mem_peak_mb", "peak RSS MB", "{:.0f}"),
-    ("mem_increase_mb", "+MB in step", "{:.0f}"), ("fg_iou", "IoU", "{:.3f}"),
+    ("mem_increase_mb", "+MB in step", "{:.0f}"), ("saved_activations_mb", "saved activations MB", "{:.0f}"),
+    ("fg_iou", "IoU", "{:.3f}"),
 ]
 
 
@@ -71,7 +72,8 @@ _COMPARE_COLUMNS = [
     ("flops_equal", "FLOPs equal", "{}"), ("ms_per_image_unetzoo", "ms/img uz", "{:.1f}"),
     ("ms_per_image_smp", "ms/img smp", "{:.1f}"), ("speedup", "speed-up (smp/uz time)", "{:.2f}x"),
     ("speedup_best", "speed-up, best repeats", "{:.2f}x"),
-    ("flops_rate_ratio", "FLOP/s uz/smp", "{:.2f}"), ("mem_per_gflop_ratio", "mem per FLOP uz/smp", "{:.2f}"),
+    ("flops_rate_ratio", "FLOP/s uz/smp", "{:.2f}"), ("mem_per_gflop_ratio", "RSS per FLOP uz/smp", "{:.2f}"),
+    ("saved_per_gflop_ratio", "saved activations per FLOP uz/smp", "{:.2f}"),
 ]
 
 

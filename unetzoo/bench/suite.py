@@ -159,5 +159,9 @@ def compare_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mem_increase_mb_unetzoo": row["mem_increase_mb"], "mem_increase_mb_smp": ref["mem_increase_mb"],
                 "mem_per_gflop_ratio": (row["mem_increase_mb"] / row["gflops"])
                 / max(ref["mem_increase_mb"] / ref["gflops"], 1e-12),
+                **({"saved_mb_unetzoo": row["saved_activations_mb"], "saved_mb_smp": ref["saved_activations_mb"],
+                    "saved_per_gflop_ratio": (row["saved_activations_mb"] / row["gflops"])
+                    / max(ref["saved_activations_mb"] / ref["gflops"], 1e-12)}
+                   if "saved_activations_mb" in row and "saved_activations_mb" in ref else {}),
             })
     return out
