@@ -11,6 +11,12 @@ seed's widths, bilinear x2) this times, in channels-last float32 on the CPU:
   (two convolutions on the split weight), timed with the block's first convolution included
   (the other two variants get the same convolution on the concatenated tensor).
 
+A second table times what training does with the block's first convolution: forward and
+backward (input and weight gradients) under bfloat16 autocast, channels-last, batch 8 at 256x256,
+for ``torch.cat`` + one ``nn.Conv2d`` against :class:`unetzoo.decoders.unet.ConcatConv2d`'s
+split path (per-part convolutions on slices of the same weight, parts cut to at most 1024
+input channels) — the measurement behind ``ConcatConv2d``.
+
 Times are the fastest of many interleaved calls (the least disturbed on a shared machine).
 
     python benchmarks/bench_decoder_copies.py > benchmarks/results/decoder_copies.md
@@ -87,5 +93,33 @@ def main() -> None:
                   f"{1e3 * t_conv:.1f} | {1e3 * t_split:.1f} |")
 
 
+def train_table() -> None:
+    from unetzoo.decoders.unet import ConcatConv2d
+
+    print()
+    print("| decoder (batch 8, 256x256, bf16 autocast) | block (x -> skip) | cat + conv fwd+bwd ms | split fwd+bwd ms | speed-up |")
+    print("|---|---|---|---|---|")
+    for name, blocks, mode in (("smp-like", SMP_BLOCKS, "nearest"), ("seed", SEED_BLOCKS, "bilinear")):
+        for cx, cs, side, cout in blocks:
+            side //= 2  # the blocks above are for 512x512 inputs
+            x = torch.randn(8, cx, side, side).contiguous(memory_format=CL)
+            skip = torch.randn(8, cs, side, side).contiguous(memory_format=CL)
+            split = ConcatConv2d((cx, cs), cout, 3).to(memory_format=CL)
+            conv = torch.nn.Conv2d(cx + cs, cout, 3, padding=1).to(memory_format=CL)
+            conv.load_state_dict(split.state_dict())
+
+            def step(fn):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = fn()
+                out.float().sum().backward()
+
+            x.requires_grad_(True)
+            best = _best({"cat": lambda: step(lambda: conv(torch.cat([x, skip], 1))),
+                          "split": lambda: step(lambda: split([x, skip]))}, 5)
+            print(f"| {name} | {cx}@{side} -> {cs}@{side} | {1e3 * best['cat']:.1f} | {1e3 * best['split']:.1f} | "
+                  f"{best['cat'] / best['split']:.2f}x |")
+
+
 if __name__ == "__main__":
     main()
+    train_table()

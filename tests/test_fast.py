@@ -16,6 +16,7 @@ from unetzoo.fast import (
     preferred_dtype,
     relative_error,
 )
+from unetzoo.fast_mkldnn import MkldnnConv2d, mkldnn_available
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -116,6 +117,7 @@ def test_fast_path_bfloat16_within_stated_tolerance():
     assert out.dtype == torch.float32
     err = relative_error(out, ref)
     assert 0 < err <= BF16_RTOL  # > 0: bfloat16 was really used
+    assert (fast.inference_options["mkldnn_convs"] > 0) == mkldnn_available(torch.bfloat16)  # on by default
 
 
 def test_optimizing_twice_is_refused():
@@ -157,3 +159,36 @@ def test_fast_path_with_compile_matches_eager():
     fast = optimize_for_inference(model, dtype=torch.float32, compile=True)
     with torch.no_grad():
         assert relative_error(fast(x), ref) <= FOLD_RTOL
+
+
+needs_mkldnn = pytest.mark.skipif(not mkldnn_available(torch.float32),
+                                  reason="this PyTorch build has no oneDNN (mkldnn) CPU convolution ops")
+
+
+@needs_mkldnn
+@pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50"])  # timm act modules; torchvision's shared ReLU
+def test_mkldnn_fusion_prepacks_convolutions_and_fuses_relus(name):
+    torch.manual_seed(0)
+    model = _randomize_norms(unetzoo.create(name, num_classes=3, decoder_norm="bn", decoder_channels=(32, 16, 16, 8)))
+    inputs = [torch.randn(2, 3, 45, 70), torch.randn(1, 3, 96, 128)]  # the probe sees neither size
+    with torch.no_grad():
+        refs = [model(x) for x in inputs]
+    fast = optimize_for_inference(model, dtype=torch.float32, mkldnn=True)
+    convs = [m for m in fast.modules() if isinstance(m, MkldnnConv2d)]
+    assert fast.inference_options["mkldnn_convs"] == len(convs) > 0
+    assert sum(c.attr == "relu" for c in convs) >= 10  # at least both convs of each decoder block
+    assert not any(isinstance(m, nn.Conv2d) for m in fast.decoder.modules())
+    with torch.no_grad():
+        for x, ref in zip(inputs, refs):
+            assert relative_error(fast(x), ref) <= FOLD_RTOL
+    assert set(fast.state_dict()) == set(model.state_dict())  # original weights still there
+
+
+@needs_mkldnn
+def test_mkldnn_fusion_can_be_switched_off_and_is_refused_where_unsupported():
+    model = unetzoo.create("unet-resnet18", decoder_channels=(32, 16, 16, 8))
+    fast = optimize_for_inference(model, dtype=torch.float32)  # float32: off unless asked for
+    assert fast.inference_options["mkldnn_convs"] == 0
+    assert not any(isinstance(m, MkldnnConv2d) for m in fast.modules())
+    with pytest.raises(ValueError, match="mkldnn=True needs"):
+        optimize_for_inference(unetzoo.create("unet-resnet18"), dtype=torch.float16, mkldnn=True)

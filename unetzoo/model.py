@@ -263,7 +263,9 @@ class SegmentationModel(UnetZooModel):
         self.check_input(x)
         x, h, w = self._pad(x)
         out = self.head(self.decoder(self.encoder(x)))
-        return self._crop(out, h, w)
+        # logits in the default layout whatever the network ran in: cheap (few channels), what
+        # callers expect, and the loss's gradient then flows back in the layers' own layout
+        return self._crop(out, h, w).contiguous()
 
     def features(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         """The encoder's feature pyramid for ``x`` (already padded to the stride)."""

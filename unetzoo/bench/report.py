@@ -114,9 +114,8 @@ def markdown_report(
 
 
 def plot_row(rows: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    """The row a model is plotted with: its fastest float32 inference case."""
-    cands = [r for r in rows if r.get("name") == name and r.get("mode") == "infer" and "error" not in r
-             and r.get("dtype") == "float32"]
+    """The row a model is plotted with: its fastest inference case (any dtype and variant)."""
+    cands = [r for r in rows if r.get("name") == name and r.get("mode") == "infer" and "error" not in r]
     return min(cands, key=lambda r: r["ms_per_image"]) if cands else None
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UnetDecoder", "build_unet", "SEED_DECODER_CHANNELS"]
+__all__ = ["UnetDecoder", "ConcatConv2d", "build_unet", "SEED_DECODER_CHANNELS"]
 
 SEED_DECODER_CHANNELS = (512, 256, 128, 64)
 Upsample = Literal["bilinear", "nearest", "transpose"]
@@ -46,12 +46,79 @@ def _norm(name: str | None, channels: int) -> nn.Module | None:
     raise ValueError(f"decoder_norm={name!r} is not supported; choose 'bn', 'gn' or None")
 
 
-class ConvNormAct(nn.Sequential):
-    """3x3 conv (bias only without a norm) -> optional norm -> optional activation."""
+#: input channels per partial convolution of :class:`ConcatConv2d` (see there)
+CONCAT_CHUNK = 1024
 
-    def __init__(self, cin: int, cout: int, norm: str | None, act: str | None) -> None:
+
+def _chunks(channels: int, limit: int) -> list[int]:
+    """``channels`` cut into the fewest near-equal pieces of at most ``limit``."""
+    pieces = -(-channels // limit)
+    base, extra = divmod(channels, pieces)
+    return [base + (i < extra) for i in range(pieces)]
+
+
+class ConcatConv2d(nn.Conv2d):
+    """A convolution over the channel concatenation of its inputs.
+
+    ``ConcatConv2d(splits, cout, k)(parts)`` equals ``nn.Conv2d(sum(splits), cout, k)(torch.cat(parts, 1))``
+    with the same weight (so checkpoints are unchanged). When autograd records, it is computed
+    without concatenating: ``conv(cat(a, b)) = conv(a; W[:, :Ca]) + conv(b; W[:, Ca:])``, with every
+    part further cut to at most :data:`CONCAT_CHUNK` input channels. That saves the concatenated
+    tensor (one copy forward, and its memory held for the backward pass), and on CPUs it avoids
+    oneDNN's weight-gradient kernel, which is several times slower above ~1500 input channels
+    (unet-resnet50's first decoder conv has 3072; ``benchmarks/bench_decoder_copies.py``
+    measures both). Without autograd (inference, export) the inputs are concatenated and one
+    convolution runs, which is as fast or faster there. The two differ only by float rounding.
+
+    Args:
+        in_splits: channels of each input, in concatenation order.
+        out_channels, kernel_size, padding, bias: as for :class:`torch.nn.Conv2d`.
+    """
+
+    def __init__(self, in_splits: Sequence[int], out_channels: int, kernel_size: int = 3, *,
+                 padding: int = 1, bias: bool = True) -> None:
+        super().__init__(sum(in_splits), out_channels, kernel_size, padding=padding, bias=bias)
+        self.in_splits = tuple(int(c) for c in in_splits)
+
+    def forward(self, inputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(inputs, torch.Tensor):
+            return super().forward(inputs)
+        channels = tuple(int(t.shape[1]) for t in inputs)
+        if channels != self.in_splits:
+            raise ValueError(f"{type(self).__name__} expects inputs with {list(self.in_splits)} channels, got {list(channels)}")
+        if not (torch.is_grad_enabled() and (self.weight.requires_grad or any(t.requires_grad for t in inputs))) \
+                or torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+            return super().forward(torch.cat(list(inputs), dim=1))
+        pieces, widths = [], []
+        for t in inputs:
+            sizes = _chunks(t.shape[1], CONCAT_CHUNK)
+            pieces += list(t.split(sizes, dim=1)) if len(sizes) > 1 else [t]
+            widths += sizes
+        weights = self.weight.split(widths, dim=1)
+        out = None
+        for i, (piece, weight) in enumerate(zip(pieces, weights)):
+            y = F.conv2d(piece, weight, self.bias if i == 0 else None, self.stride, self.padding, self.dilation)
+            out = y if out is None else out.add_(y)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, in_splits={list(self.in_splits)}"
+
+
+class ConvNormAct(nn.Sequential):
+    """3x3 conv (bias only without a norm) -> optional norm -> optional activation.
+
+    With ``in_splits`` the convolution is a :class:`ConcatConv2d` and the block takes the list
+    of tensors to concatenate.
+    """
+
+    def __init__(self, cin: int, cout: int, norm: str | None, act: str | None,
+                 in_splits: Sequence[int] | None = None) -> None:
         norm_layer = _norm(norm, cout)
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=norm_layer is None)]
+        bias = norm_layer is None
+        conv = (ConcatConv2d(in_splits, cout, 3, padding=1, bias=bias) if in_splits and len(in_splits) > 1
+                else nn.Conv2d(cin, cout, 3, padding=1, bias=bias))
+        layers: list[nn.Module] = [conv]
         for extra in (norm_layer, _act(act)):
             if extra is not None:
                 layers.append(extra)
@@ -80,7 +147,9 @@ class UpBlock(nn.Module):
         self.align_corners = align_corners
         self.skip_first = skip_first
         self.up = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2) if upsample == "transpose" else None
-        self.conv1 = ConvNormAct(in_channels + skip_channels, out_channels, norm, act)
+        splits = (skip_channels, in_channels) if skip_first else (in_channels, skip_channels)
+        self.conv1 = ConvNormAct(in_channels + skip_channels, out_channels, norm, act,
+                                 in_splits=splits if skip_channels else None)
         self.conv2 = ConvNormAct(out_channels, out_channels, norm, act)
 
     def _upsample(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -97,7 +166,7 @@ class UpBlock(nn.Module):
             x = self._upsample(x, (x.shape[-2] * 2, x.shape[-1] * 2))
         else:
             x = self._upsample(x, skip.shape[-2:])
-            x = torch.cat([skip, x] if self.skip_first else [x, skip], dim=1)
+            x = [skip, x] if self.skip_first else [x, skip]  # concatenated by conv1 (ConcatConv2d)
         return self.conv2(self.conv1(x))
 
 

@@ -198,12 +198,16 @@ def build_loaders(
 
 
 def build_optimizer(cfg: OptimizerSection, model) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD over the model's encoder and decoder parameter groups."""
+    """Adam / AdamW / SGD over the model's encoder and decoder parameter groups.
+
+    Adam and AdamW use PyTorch's fused kernels (one pass over each parameter instead of
+    several ``foreach`` passes) when every parameter is a float tensor on the CPU or a GPU.
+    """
     groups = model.param_groups(decoder_lr=cfg.lr, encoder_lr=cfg.encoder_lr, weight_decay=cfg.weight_decay)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if cfg.name in ("adam", "adamw"):
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
