@@ -139,6 +139,7 @@ def plot_accuracy_latency(path: str | Path, points: Sequence[dict[str, Any]], *,
         ax.annotate(p["name"].removeprefix("unet-"), (p["ms_per_image"], p["fg_iou"]), fontsize=8,
                     ha="center", va="center")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # labels within one decade too
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     shape = {(p.get("batch"), p.get("size"), p.get("dtype")) for p in points}
