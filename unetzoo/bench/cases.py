@@ -189,15 +189,13 @@ def run_case(case: Case) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     in_chans = getattr(model, "in_chans", 3)
     x = torch.randn(case.batch, in_chans, case.size, case.size, device=device)
-    flops = None
-    if case.variant.startswith("fast"):  # the eager network's convolutions: the counter cannot see
-        with torch.inference_mode():      # compiled kernels nor oneDNN's fused ones
+    if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
+        with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
             flops = count_flops(lambda: model.eval()(x))
     model, x, autocast = _prepare(model, case, x)
     saved = None
     if case.mode == "infer":
         step = _infer_fn(model, x, autocast)
-        flops = flops if flops is not None else count_flops(step)
     else:
         step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
         flops = count_flops(fwd_bwd)

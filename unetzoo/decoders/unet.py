@@ -66,9 +66,9 @@ class ConcatConv2d(nn.Conv2d):
     part further cut to at most :data:`CONCAT_CHUNK` input channels. That saves the concatenated
     tensor (one copy forward, and its memory held for the backward pass), and on CPUs it avoids
     oneDNN's weight-gradient kernel, which is several times slower above ~1500 input channels
-    (unet-resnet50's first decoder conv has 3072; ``benchmarks/bench_decoder_copies.py``
-    measures both). Without autograd (inference, export) the inputs are concatenated and one
-    convolution runs, which is as fast or faster there. The two differ only by float rounding.
+    (unet-resnet50's first decoder conv has 3072; ``benchmarks/bench_fast_path.py`` and
+    ``benchmarks/bench_decoder_copies.py`` measure it). Without autograd (inference, export) the
+    inputs are concatenated and one convolution runs. The two differ only by float rounding.
 
     Args:
         in_splits: channels of each input, in concatenation order.
@@ -86,8 +86,7 @@ class ConcatConv2d(nn.Conv2d):
         channels = tuple(int(t.shape[1]) for t in inputs)
         if channels != self.in_splits:
             raise ValueError(f"{type(self).__name__} expects inputs with {list(self.in_splits)} channels, got {list(channels)}")
-        if not (torch.is_grad_enabled() and (self.weight.requires_grad or any(t.requires_grad for t in inputs))) \
-                or torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        if not self._records_autograd(inputs):
             return super().forward(torch.cat(list(inputs), dim=1))
         pieces, widths = [], []
         for t in inputs:
@@ -100,6 +99,12 @@ class ConcatConv2d(nn.Conv2d):
             y = F.conv2d(piece, weight, self.bias if i == 0 else None, self.stride, self.padding, self.dilation)
             out = y if out is None else out.add_(y)
         return out
+
+    def _records_autograd(self, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether this call builds a backward graph (eager only: tracers and compilers get one conv)."""
+        if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+            return False
+        return torch.is_grad_enabled() and (self.weight.requires_grad or any(t.requires_grad for t in inputs))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, in_splits={list(self.in_splits)}"

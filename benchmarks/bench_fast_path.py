@@ -1,0 +1,123 @@
+"""The measurements behind two CPU speed-ups: ``ConcatConv2d`` and the oneDNN-fused fast path.
+
+Three tables, each timed in this process (median of 5 calls after 2 warm-up calls, denormals
+flushed as in the harness):
+
+1. oneDNN's convolution weight gradient (bf16, channels-last, batch 8, 16x16, 3x3 -> 512
+   channels) against the number of input channels: why ``ConcatConv2d`` cuts its parts to at
+   most 1024 channels;
+2. a bf16 training step of unet-resnet50 (batch 8, 256x256, channels-last autocast, fused
+   AdamW) with the decoder's split first convolution and with it forced back to
+   ``torch.cat`` + one convolution;
+3. ``optimize_for_inference`` at 512x512 batch 1 with ``mkldnn=False`` / ``True``: bfloat16
+   for unet-resnet50 and unet-vgg16, float32 for unet-resnet50 (why it is on for bf16 only).
+
+    python benchmarks/bench_fast_path.py > benchmarks/results/fast_path.md
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import torch
+import torch.nn.functional as F
+
+CL = torch.channels_last
+
+
+def _ms(fn) -> float:
+    from unetzoo.bench.measure import time_callable
+
+    return 1e3 * time_callable(fn, warmup=2, repeats=5).median
+
+
+def weight_grad_table() -> None:
+    print("| input channels | weight-gradient ms | TFLOP/s |")
+    print("|---:|---:|---:|")
+    for cin in (512, 768, 1024, 1536, 2048, 3072):
+        x = torch.randn(8, cin, 16, 16, dtype=torch.bfloat16).contiguous(memory_format=CL)
+        w = torch.randn(512, cin, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=CL)
+        go = torch.randn(8, 512, 16, 16, dtype=torch.bfloat16).contiguous(memory_format=CL)
+        ms = _ms(lambda: torch.ops.aten.convolution_backward(
+            go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]))
+        print(f"| {cin} | {ms:.1f} | {2 * 8 * 16 * 16 * 512 * cin * 9 / ms / 1e9:.2f} |")
+
+
+@contextlib.contextmanager
+def _concatenating_decoder():
+    """``ConcatConv2d`` as a plain convolution over ``torch.cat`` (what the decoder did before)."""
+    from unetzoo.decoders.unet import ConcatConv2d
+
+    split = ConcatConv2d.forward
+    ConcatConv2d.forward = lambda self, inputs: torch.nn.Conv2d.forward(
+        self, inputs if isinstance(inputs, torch.Tensor) else torch.cat(list(inputs), 1))
+    try:
+        yield
+    finally:
+        ConcatConv2d.forward = split
+
+
+def train_step_table() -> None:
+    import unetzoo
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet50", num_classes=2).to(memory_format=CL).train()
+    x = torch.randn(8, 3, 256, 256).contiguous(memory_format=CL)
+    y = torch.randint(0, 2, (8, 256, 256))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    split = _ms(step)
+    with _concatenating_decoder():
+        cat = _ms(step)
+    print("| unet-resnet50 bf16 training step (b8, 256x256) | ms |")
+    print("|---|---:|")
+    print(f"| decoder concatenates (torch.cat + conv) | {cat:.0f} |")
+    print(f"| ConcatConv2d split path (default) | {split:.0f} |")
+    print(f"| speed-up | {cat / split:.2f}x |")
+
+
+def fast_path_table() -> None:
+    import unetzoo
+    from unetzoo.fast import optimize_for_inference
+
+    print("| model | dtype | mkldnn=False ms | mkldnn=True ms | speed-up |")
+    print("|---|---|---:|---:|---:|")
+    x = torch.randn(1, 3, 512, 512)
+    for name, dtype in (("unet-resnet50", torch.bfloat16), ("unet-vgg16", torch.bfloat16),
+                        ("unet-resnet50", torch.float32)):
+        ms = {}
+        for mkldnn in (False, True):
+            torch.manual_seed(0)
+            fast = optimize_for_inference(unetzoo.create(name, num_classes=2), dtype=dtype, mkldnn=mkldnn)
+            with torch.inference_mode():
+                ms[mkldnn] = _ms(lambda: fast(x))
+        print(f"| {name} | {str(dtype).removeprefix('torch.')} | {ms[False]:.0f} | {ms[True]:.0f} | "
+              f"{ms[False] / ms[True]:.2f}x |")
+
+
+def main() -> None:
+    from unetzoo.fast import native_bf16_supported
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+    print("# CPU fast-path measurements\n")
+    print(f"Command: `python benchmarks/bench_fast_path.py`; {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"native bf16: {native_bf16_supported('cpu')}. Median of 5 calls after 2 warm-up calls.\n")
+    weight_grad_table()
+    print()
+    train_step_table()
+    print()
+    fast_path_table()
+
+
+if __name__ == "__main__":
+    main()
