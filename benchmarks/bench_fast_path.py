@@ -10,7 +10,13 @@ flushed as in the harness):
    AdamW) with the decoder's split first convolution and with it forced back to
    ``torch.cat`` + one convolution;
 3. ``optimize_for_inference`` at 512x512 batch 1 with ``mkldnn=False`` / ``True``: bfloat16
-   for unet-resnet50 and unet-vgg16, float32 for unet-resnet50 (why it is on for bf16 only).
+   for unet-resnet50 and unet-vgg16, float32 for unet-resnet50 (why it is on for bf16 only);
+4. glibc's allocator as it comes against :mod:`unetzoo.cpu_memory`'s tuning (freed memory kept
+   for reuse), for the bf16 fast path (512x512 b1) and a bf16 training step (256x256 b8) of
+   unet-resnet50 and unet-vgg16. The setting is process-wide, so each column runs in its own
+   child process (``UNETZOO_CPU_ALLOCATOR=default`` / ``tuned``).
+
+Tables 1-3 run with the tuned allocator (unetzoo's default on CPUs).
 
     python benchmarks/bench_fast_path.py > benchmarks/results/fast_path.md
 """
@@ -18,7 +24,11 @@ flushed as in the harness):
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import platform
+import subprocess
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -58,11 +68,8 @@ def _concatenating_decoder():
         ConcatConv2d.forward = split
 
 
-def train_step_table() -> None:
-    import unetzoo
-
-    torch.manual_seed(0)
-    model = unetzoo.create("unet-resnet50", num_classes=2).to(memory_format=CL).train()
+def _train_step(model: torch.nn.Module):
+    model = model.to(memory_format=CL).train()
     x = torch.randn(8, 3, 256, 256).contiguous(memory_format=CL)
     y = torch.randint(0, 2, (8, 256, 256))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -73,6 +80,15 @@ def train_step_table() -> None:
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+
+    return step
+
+
+def train_step_table() -> None:
+    import unetzoo
+
+    torch.manual_seed(0)
+    step = _train_step(unetzoo.create("unet-resnet50", num_classes=2))
 
     split = _ms(step)
     with _concatenating_decoder():
@@ -103,20 +119,64 @@ def fast_path_table() -> None:
               f"{ms[False] / ms[True]:.2f}x |")
 
 
+def allocator_child() -> None:
+    """One column of table 4, in whatever allocator setting the environment asks for."""
+    import unetzoo
+    from unetzoo import cpu_memory
+    from unetzoo.fast import optimize_for_inference
+
+    tuned = cpu_memory.auto_tune_cpu_allocator()
+    out: dict[str, float | bool] = {"tuned": tuned}
+    x = torch.randn(1, 3, 512, 512)
+    for name in ("unet-resnet50", "unet-vgg16"):
+        torch.manual_seed(0)
+        fast = optimize_for_inference(unetzoo.create(name, num_classes=2), dtype=torch.bfloat16)
+        with torch.inference_mode():
+            out[f"{name} inference"] = _ms(lambda: fast(x))
+        torch.manual_seed(0)
+        out[f"{name} training step"] = _ms(_train_step(unetzoo.create(name, num_classes=2)))
+    print(json.dumps(out))
+
+
+def allocator_table() -> None:
+    cols = {}
+    for setting in ("default", "tuned"):
+        env = {**os.environ, "UNETZOO_CPU_ALLOCATOR": setting}
+        proc = subprocess.run([sys.executable, __file__, "--allocator-child"], env=env, check=True,
+                              capture_output=True, text=True)
+        cols[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not cols["tuned"]["tuned"]:
+        print("(the allocator tuning is glibc-only; this C library was left alone)")
+        return
+    print("| bf16, ms | glibc default | freed memory kept (unetzoo) | speed-up |")
+    print("|---|---:|---:|---:|")
+    for key in (k for k in cols["default"] if k != "tuned"):
+        a, b = cols["default"][key], cols["tuned"][key]
+        print(f"| {key} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
+
+
 def main() -> None:
+    from unetzoo import cpu_memory
     from unetzoo.fast import native_bf16_supported
 
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
+    if "--allocator-child" in sys.argv:
+        allocator_child()
+        return
+    tuned = cpu_memory.auto_tune_cpu_allocator()
     print("# CPU fast-path measurements\n")
     print(f"Command: `python benchmarks/bench_fast_path.py`; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"native bf16: {native_bf16_supported('cpu')}. Median of 5 calls after 2 warm-up calls.\n")
+          f"native bf16: {native_bf16_supported('cpu')}, allocator tuned: {tuned}. "
+          "Median of 5 calls after 2 warm-up calls.\n")
     weight_grad_table()
     print()
     train_step_table()
     print()
     fast_path_table()
+    print()
+    allocator_table()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from unetzoo.fast import (
     preferred_dtype,
     relative_error,
 )
-from unetzoo.fast_mkldnn import MkldnnConv2d, mkldnn_available
+from unetzoo.fast_mkldnn import FusedResidualBlock, MkldnnConv2d, mkldnn_available
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -173,11 +173,15 @@ def test_mkldnn_fusion_prepacks_convolutions_and_fuses_relus(name):
     inputs = [torch.randn(2, 3, 45, 70), torch.randn(1, 3, 96, 128)]  # the probe sees neither size
     with torch.no_grad():
         refs = [model(x) for x in inputs]
+    residual_blocks = sum(type(m).__name__ in ("BasicBlock", "Bottleneck") for m in model.modules())
     fast = optimize_for_inference(model, dtype=torch.float32, mkldnn=True)
     convs = [m for m in fast.modules() if isinstance(m, MkldnnConv2d)]
     assert fast.inference_options["mkldnn_convs"] == len(convs) > 0
     assert sum(c.attr == "relu" for c in convs) >= 10  # at least both convs of each decoder block
     assert not any(isinstance(m, nn.Conv2d) for m in fast.decoder.modules())
+    # every residual block adds its shortcut and applies its last ReLU inside the last convolution
+    assert sum(isinstance(m, FusedResidualBlock) for m in fast.encoder.modules()) == residual_blocks > 0
+    assert not any(isinstance(m, nn.ReLU) for m in fast.encoder.modules())
     with torch.no_grad():
         for x, ref in zip(inputs, refs):
             assert relative_error(fast(x), ref) <= FOLD_RTOL
@@ -192,3 +196,28 @@ def test_mkldnn_fusion_can_be_switched_off_and_is_refused_where_unsupported():
     assert not any(isinstance(m, MkldnnConv2d) for m in fast.modules())
     with pytest.raises(ValueError, match="mkldnn=True needs"):
         optimize_for_inference(unetzoo.create("unet-resnet18"), dtype=torch.float16, mkldnn=True)
+
+
+@needs_mkldnn
+def test_residual_blocks_are_fused_only_when_their_forward_is_conv_relu_add_relu():
+    from torchvision.models.resnet import BasicBlock
+
+    from unetzoo.fast_mkldnn import fuse_mkldnn
+
+    def net(final_act: nn.Module | None) -> nn.Module:
+        torch.manual_seed(0)
+        stem = nn.Conv2d(3, 16, 3, padding=1)
+        block = BasicBlock(16, 16, norm_layer=lambda c: nn.Identity())  # norms as after folding
+        if final_act is not None:
+            block.relu = final_act  # torchvision uses this module after every conv
+        return nn.Sequential(stem, block).eval()
+
+    x = torch.randn(2, 3, 20, 24)
+    for act, fusable in [(None, True), (nn.ReLU6(), False), (nn.GELU(), False)]:
+        model = net(act)
+        with torch.no_grad():
+            ref = model(x)
+            fuse_mkldnn(model, x)
+            out = model(x)
+        assert isinstance(model[1], FusedResidualBlock) is fusable, act
+        assert relative_error(out, ref) <= FOLD_RTOL

@@ -301,6 +301,7 @@ def optimize_for_inference(
     example_input: torch.Tensor | None = None,
     compile_options: dict[str, Any] | None = None,
     mkldnn: bool | None = None,
+    tune_allocator: bool | None = None,
 ) -> nn.Module:
     """Make ``model`` an inference-only fast model, in place, and return it.
 
@@ -320,6 +321,10 @@ def optimize_for_inference(
             ReLUs fused (:func:`unetzoo.fast_mkldnn.fuse_mkldnn`; checked against the unfused
             model). ``None`` (default): on for channels-last bfloat16 CPU models that are not
             compiled (``torch.compile`` does the same by itself); in float32 it measured slower.
+        tune_allocator: CPU only: keep freed memory for reuse
+            (:func:`unetzoo.cpu_memory.tune_cpu_allocator`, process-wide) so each call does not
+            page-fault its large activations in again. ``None`` (default): on for CPU models
+            unless ``UNETZOO_CPU_ALLOCATOR=default`` is set; ``False`` leaves the allocator alone.
 
     Returns:
         ``model`` itself (eval mode, ``requires_grad=False``), with ``model.inference_options``
@@ -346,6 +351,11 @@ def optimize_for_inference(
     elif mkldnn and not (device.type == "cpu" and mkldnn_available(dtype)):
         raise ValueError(f"mkldnn=True needs a CPU model in float32 or bfloat16 with oneDNN support, got {device} {dtype}")
     fused = fuse_mkldnn(model, probe.to(device=device, dtype=dtype, memory_format=fmt)) if mkldnn else 0
+    allocator_tuned = False
+    if device.type == "cpu" and tune_allocator is not False:
+        from unetzoo import cpu_memory
+
+        allocator_tuned = cpu_memory.tune_cpu_allocator() if tune_allocator else cpu_memory.auto_tune_cpu_allocator()
     model.register_forward_pre_hook(_input_hook(dtype, channels_last))
     if dtype != torch.float32:
         model.register_forward_hook(_output_hook)
@@ -359,5 +369,6 @@ def optimize_for_inference(
         "compile": compile,
         "folded_bn": folded,
         "mkldnn_convs": fused,
+        "cpu_allocator_tuned": allocator_tuned,
     }
     return model

@@ -9,6 +9,10 @@ compiling. ``benchmarks/bench_fast_path.py`` measures it: in bfloat16 on a 2-cor
 CPU, unet-resnet50 and unet-vgg16 at 512x512 ran 1.10x and 1.12x faster; in float32 0.88x (so
 :func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only).
 
+ResNet blocks (torchvision's and timm's) then become :class:`FusedResidualBlock`: the last
+convolution of each block also adds the shortcut and applies the final ReLU (oneDNN binary and
+eltwise post-ops).
+
 A ReLU is fused only when a probe pass shows it is called once, on the output of a
 convolution called once, and nothing else reads that output before it (nor after it, unless the
 ReLU works in place, when later readers see the ReLU's result either way). The
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MkldnnConv2d", "fuse_mkldnn", "mkldnn_available"]
+__all__ = ["FusedResidualBlock", "MkldnnConv2d", "fuse_mkldnn", "mkldnn_available"]
 
 
 def mkldnn_available(dtype: torch.dtype) -> bool:
@@ -64,10 +68,71 @@ class MkldnnConv2d(nn.Module):
             x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups, self.attr, [], ""
         )
 
+    def add_relu(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``relu(conv(x) + other)`` in one oneDNN call (binary-add and ReLU post-ops)."""
+        if self.attr != "none":
+            raise RuntimeError(f"add_relu needs a convolution without a fused activation, this one has {self.attr!r}")
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            "add", None, "relu", [], "",
+        )
+
     def extra_repr(self) -> str:
         w = self.weight.shape
         return f"{w[1] * self.groups}, {w[0]}, kernel_size={tuple(w[2:])}, stride={tuple(self.stride)}, " \
                f"padding={tuple(self.padding)}, groups={self.groups}, fused={self.attr}"
+
+
+class FusedResidualBlock(nn.Module):
+    """A ResNet ``BasicBlock`` / ``Bottleneck`` (torchvision's or timm's) after
+    :func:`fuse_mkldnn`: each inner convolution applies its ReLU as a post-op, and the last one
+    adds the shortcut and applies the block's final ReLU inside the same oneDNN call, so the
+    residual sum never makes its own pass over memory. (torchvision's blocks share one ReLU module
+    between three uses and timm's apply theirs after an in-place add; the generic ReLU fusion
+    leaves both alone.) Submodule names stay the block's, so ``state_dict`` keys do not change."""
+
+    def __init__(self, block: nn.Module, depth: int) -> None:
+        super().__init__()
+        self.depth = depth
+        for i in range(1, depth + 1):
+            conv = getattr(block, f"conv{i}")
+            conv.attr = "relu" if i < depth else "none"
+            setattr(self, f"conv{i}", conv)
+        self.downsample = block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        for i in range(1, self.depth):
+            x = getattr(self, f"conv{i}")(x)
+        return getattr(self, f"conv{self.depth}").add_relu(x, shortcut)
+
+
+def _residual_depth(block: nn.Module) -> int | None:
+    """The number of convolutions of a ResNet block that :class:`FusedResidualBlock` can replace
+    exactly, else ``None``: every norm folded (an identity), every convolution an
+    :class:`MkldnnConv2d`, nothing between them but ReLUs, a plain shortcut, a final ReLU."""
+    import timm.models.resnet as timm_resnet
+    import torchvision.models.resnet as tv_resnet
+
+    kind = type(block)
+    if kind not in (tv_resnet.BasicBlock, tv_resnet.Bottleneck, timm_resnet.BasicBlock, timm_resnet.Bottleneck):
+        return None
+    depth = 3 if kind in (tv_resnet.Bottleneck, timm_resnet.Bottleneck) else 2
+    convs = [getattr(block, f"conv{i}") for i in range(1, depth + 1)]
+    norms = [getattr(block, f"bn{i}") for i in range(1, depth + 1)]
+    shortcut = [] if block.downsample is None else list(block.downsample)
+    if not (all(type(c) is MkldnnConv2d for c in convs) and convs[-1].attr == "none"
+            and all(type(n) is nn.Identity for n in norms)
+            and all(type(m) in (MkldnnConv2d, nn.Identity) and getattr(m, "attr", "none") == "none" for m in shortcut)):
+        return None
+    if kind in (tv_resnet.BasicBlock, tv_resnet.Bottleneck):  # one ReLU module, used after every conv
+        ok = type(block.relu) is nn.ReLU and all(c.attr == "none" for c in convs[:-1])
+    else:  # inner ReLUs already fused into their convs (their modules now identities)
+        extras = [block.drop_block, block.aa] + ([] if block.drop_path is None else [block.drop_path])
+        inner_acts = [getattr(block, f"act{i}") for i in range(1, depth)]
+        ok = (block.se is None and all(type(m) is nn.Identity for m in extras + inner_acts)
+              and all(c.attr == "relu" for c in convs[:-1]) and type(getattr(block, f"act{depth}")) is nn.ReLU)
+    return depth if ok else None
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -131,7 +196,7 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
         return 0
     with torch.no_grad():
         ref = model(example).float() if check else None
-    undo = []
+    undo, undo_attrs = [], []
     for conv_name, size in sizes.items():
         conv = model.get_submodule(conv_name)
         relu_name = fused.get(conv_name)
@@ -140,10 +205,19 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
         if relu_name is not None:
             undo.append((relu_name, model.get_submodule(relu_name)))
             _set_submodule(model, relu_name, nn.Identity())
+    blocks = [(name, m, _residual_depth(m)) for name, m in model.named_modules()]
+    for name, block, depth in blocks:  # after the convolutions, so the blocks hold MkldnnConv2d
+        if depth is not None:
+            attrs = [(c, c.attr) for c in block.modules() if isinstance(c, MkldnnConv2d)]
+            _set_submodule(model, name, FusedResidualBlock(block, depth))
+            undo.append((name, block))
+            undo_attrs.extend(attrs)
     if check:
         with torch.no_grad():
             err = relative_error(model(example).float(), ref)
         if err > rtol:
+            for conv, attr in undo_attrs:
+                conv.attr = attr
             for name, module in reversed(undo):
                 _set_submodule(model, name, module)
             raise RuntimeError(f"oneDNN fusion changed the output by {err:.2e} (relative, > {rtol:g}); undone. "

@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, BCE, Dice, focal, and sums of them from a spec string.
+"""Segmentation losses: cross-entropy, BCE, Dice, focal, Lovász-softmax, and sums of them from a spec string.
 
 All losses take ``logits`` ``N x C x H x W`` and ``target`` ``N x H x W`` (long class indices;
 ``N x 1 x H x W`` is accepted too) and skip pixels labelled ``ignore_index``. A one-output
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BCELoss", "CombinedLoss", "CrossEntropyLoss", "DiceLoss", "FocalLoss", "build_loss"]
+__all__ = ["BCELoss", "CombinedLoss", "CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "build_loss"]
 
 
 def _target(logits: Tensor, target: Tensor) -> Tensor:
@@ -190,8 +190,68 @@ class DiceLoss(nn.Module):
         return 1.0 - dice.mean()
 
 
+class LovaszLoss(nn.Module):
+    """Lovász-softmax loss (Berman, Triki & Blaschko, CVPR 2018): a convex surrogate of
+    ``1 - IoU`` per class, ignore aware.
+
+    For each class the pixels' errors ``|[target == k] - p_k|`` are sorted in decreasing order
+    and weighted by the increments of the Jaccard loss along that order (the Lovász extension),
+    so the gradient pushes on exactly the pixels whose flip changes the IoU most. Training with
+    it moves the decision boundary towards what the IoU metric rewards, which cross-entropy's
+    per-pixel view does not.
+
+    Args:
+        per_image: one IoU surrogate per image, averaged (the "mean per-image IoU" metric);
+            ``False`` pools all pixels of the batch (the pooled IoU metric).
+        classes: ``"present"`` averages over classes present in the target (per image or
+            batch), ``"all"`` over every class.
+        include_background: include class 0.
+        ignore_index: label skipped by the loss.
+    """
+
+    def __init__(self, *, per_image: bool = False, classes: str = "present", include_background: bool = True,
+                 ignore_index: int = 255) -> None:
+        super().__init__()
+        if classes not in ("present", "all"):
+            raise ValueError(f"classes must be 'present' or 'all', got {classes!r}")
+        self.per_image, self.classes = per_image, classes
+        self.include_background, self.ignore_index = include_background, ignore_index
+
+    @staticmethod
+    def _jaccard_increments(fg_sorted: Tensor) -> Tensor:
+        """Increments of ``1 - |T ∩ S_i| / |T ∪ S_i|`` where ``S_i`` are the first ``i`` pixels."""
+        total = fg_sorted.sum()
+        intersection = total - fg_sorted.cumsum(0)
+        union = total + (1.0 - fg_sorted).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+    def _flat(self, probs: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``probs`` ``P x C`` against labels ``P`` (valid pixels only)."""
+        first = 0 if self.include_background else 1
+        losses = []
+        for k in range(first, probs.shape[1]):
+            fg = (target == k).to(probs.dtype)
+            if self.classes == "present" and not fg.any():
+                continue
+            errors, order = (fg - probs[:, k]).abs().sort(descending=True)
+            losses.append(torch.dot(errors, self._jaccard_increments(fg[order])))
+        return torch.stack(losses).mean() if losses else probs.sum() * 0.0
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        target = _target(logits, target)
+        probs = F.softmax(_two_class(logits).float(), dim=1)
+        keep = target != self.ignore_index
+        _check_range(target, keep, probs.shape[1], self.ignore_index)
+        flat = probs.permute(0, 2, 3, 1).reshape(probs.shape[0], -1, probs.shape[1])
+        labels, keep = target.reshape(target.shape[0], -1), keep.reshape(keep.shape[0], -1)
+        if self.per_image:
+            return torch.stack([self._flat(p[v], t[v]) for p, t, v in zip(flat, labels, keep)]).mean()
+        return self._flat(flat[keep], labels[keep])
+
+
 _LOSSES: dict[str, type[nn.Module]] = {
-    "ce": CrossEntropyLoss, "bce": BCELoss, "dice": DiceLoss, "focal": FocalLoss,
+    "ce": CrossEntropyLoss, "bce": BCELoss, "dice": DiceLoss, "focal": FocalLoss, "lovasz": LovaszLoss,
 }
 _TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*$")
 
@@ -249,10 +309,10 @@ def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
 
     Args:
         spec: ``+``-separated terms ``[weight*]name`` with names ``ce``, ``bce`` (one-output
-            models), ``dice``, ``focal``.
+            models), ``dice``, ``focal``, ``lovasz``.
         num_classes: model outputs (1 for a one-output binary model).
         ignore_index: label skipped by every term.
-        class_weights: per-class weights for ``ce``, ``bce`` and ``focal`` (Dice ignores them);
+        class_weights: per-class weights for ``ce``, ``bce`` and ``focal`` (Dice and Lovász ignore them);
             length ``num_classes`` (2 for one-output models).
         **kw: options of the terms, plain (``gamma=1.5``, ``smooth=0``) or prefixed with the
             term name (``dice_smooth=0``, ``ce_label_smoothing=0.1``).
@@ -279,7 +339,7 @@ def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
     built = []
     for name, weight in terms:
         options: dict[str, object] = {"ignore_index": ignore_index, **_options(name, kw)[0]}
-        if name != "dice" and class_weights is not None:
+        if name not in ("dice", "lovasz") and class_weights is not None:
             options.setdefault("weight", list(class_weights))
         built.append((name, weight, _LOSSES[name](**options)))
     return CombinedLoss(built)

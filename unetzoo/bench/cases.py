@@ -181,10 +181,16 @@ def run_case(case: Case) -> dict[str, Any]:
     networks can produce them (unet-resnet50 with seed 0 does), and on x86 CPUs every operation
     that touches one takes a slow path (35 % slower there), which says nothing about the
     architecture. Trained networks rarely produce them.
+
+    On CPUs, freed memory is kept for reuse (:mod:`unetzoo.cpu_memory`) for every network
+    alike, unless ``UNETZOO_CPU_ALLOCATOR=default`` is set; rows record which setting ran.
     """
+    from unetzoo import cpu_memory
+
     flushed = torch.set_flush_denormal(True)
     torch.manual_seed(0)
     device = torch.device(case.device)
+    allocator_tuned = cpu_memory.auto_tune_cpu_allocator() if device.type == "cpu" else False
     model = build_network(case).to(device)
     params = sum(p.numel() for p in model.parameters())
     in_chans = getattr(model, "in_chans", 3)
@@ -227,4 +233,5 @@ def run_case(case: Case) -> dict[str, Any]:
         "mem_increase_mb": mem.increase / 2**20,
         **({} if saved is None else {"saved_activations_mb": saved / 2**20}),
         "flush_denormal": flushed,
+        "cpu_allocator_tuned": allocator_tuned,
     }

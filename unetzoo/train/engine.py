@@ -24,6 +24,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from unetzoo import cpu_memory
 from unetzoo.train import builders, checkpoint, distributed, plots, records
 from unetzoo.train.config import ConfigError, TrainConfig, apply_overrides, config_diff, load_config
 from unetzoo.train.evaluate import EvalResult, center_crop_like, evaluate
@@ -73,6 +74,8 @@ class Trainer:
         cfg = self.cfg
         self.dist, self.device = distributed.init_distributed(cfg.device)
         self.precision = builders.resolve_precision(cfg.precision, self.device)
+        if self.device.type == "cpu":  # reuse freed activations instead of page-faulting them in each step
+            cpu_memory.auto_tune_cpu_allocator()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:

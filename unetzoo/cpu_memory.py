@@ -1,0 +1,90 @@
+"""Keep freed CPU memory for reuse instead of handing it back to the OS after every call.
+
+glibc's ``malloc`` serves every request of 32 MiB or more with a fresh ``mmap`` and returns it
+to the operating system on ``free``. A U-Net at 512x512 allocates many such tensors per forward
+pass (one 64-channel bfloat16 map at full resolution is exactly 32 MiB; a training batch of 8 at
+256x256 is 64 MiB), so every call page-faults all of them in again and the kernel zero-fills
+each page: on the 2-core benchmark machine copying into a fresh 32 MiB tensor took 7.5 ms,
+into an existing one 1.3 ms. :func:`tune_cpu_allocator` tells glibc to serve large blocks
+from its heap as well and to keep freed memory there (``mallopt(M_MMAP_MAX, 0)`` and a high
+``M_TRIM_THRESHOLD``), so the next call reuses the same pages. It is what PyTorch's CPU
+performance guide gets by preloading jemalloc or tcmalloc, without a preload.
+
+Measured by ``python benchmarks/bench_backbones.py --part targets`` (both settings, side by
+side; ``benchmarks/results/targets.md``). The price: the process keeps the memory of its
+largest step mapped after the step ends (its RSS does not fall back), which is what a process
+that runs that step again needs anyway.
+
+The setting is process-wide. unetzoo applies it where it owns the work on a CPU: the
+inference fast path (:func:`unetzoo.fast.optimize_for_inference`), the trainer and the
+benchmark harness (for every network alike, smp's included). ``UNETZOO_CPU_ALLOCATOR=default``
+in the environment turns the automatic use off everywhere; the explicit call still works.
+Outside glibc (macOS, Windows, musl) nothing is changed and the functions return ``False``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import threading
+
+__all__ = ["auto_tune_cpu_allocator", "cpu_allocator_tuned", "tune_cpu_allocator"]
+
+ENV_VAR = "UNETZOO_CPU_ALLOCATOR"
+# mallopt parameters (malloc.h) and glibc's defaults, restored by tune_cpu_allocator(False)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_KEEP_UP_TO = 0x7FFFFFFF  # bytes of free heap top kept before trimming: the largest int mallopt takes
+
+_lock = threading.Lock()
+_tuned = False
+
+
+def _mallopt():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_cpu_allocator(enable: bool = True) -> bool:
+    """Keep freed CPU memory for reuse (``enable=True``) or restore glibc's defaults.
+
+    Returns:
+        Whether the tuned setting is in effect after the call; ``False`` where the C library is
+        not glibc (nothing is changed there).
+
+    Example:
+        >>> import unetzoo.cpu_memory as cpu_memory
+        >>> cpu_memory.tune_cpu_allocator()   # then run the model as usual
+        True
+    """
+    global _tuned
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    with _lock:
+        mmap_max, trim = (0, _KEEP_UP_TO) if enable else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+        if not (mallopt(_M_MMAP_MAX, mmap_max) and mallopt(_M_TRIM_THRESHOLD, trim)):
+            raise OSError(f"mallopt refused M_MMAP_MAX={mmap_max} / M_TRIM_THRESHOLD={trim}")
+        _tuned = enable
+    return enable
+
+
+def cpu_allocator_tuned() -> bool:
+    """Whether :func:`tune_cpu_allocator` is in effect in this process."""
+    return _tuned
+
+
+def auto_tune_cpu_allocator() -> bool:
+    """:func:`tune_cpu_allocator` unless ``UNETZOO_CPU_ALLOCATOR=default`` is set; what unetzoo
+    calls for CPU work it runs. Returns whether the tuned setting is in effect."""
+    setting = os.environ.get(ENV_VAR, "tuned").strip().lower()
+    if setting not in ("tuned", "default"):
+        raise ValueError(f"{ENV_VAR}={setting!r} is not understood; use 'tuned' (the default) or 'default'")
+    if setting == "default":
+        return _tuned
+    return _tuned or tune_cpu_allocator(True)
