@@ -99,6 +99,21 @@ def test_memory_monitor_sees_a_large_allocation():
     assert int(out.stdout.split()[-1]) >= 48 * 2**20
 
 
+def test_fractions_use_the_higher_of_the_peaks_before_and_after_the_cases():
+    from unetzoo.bench.run import combine_peaks
+    from unetzoo.bench.runner import add_peak_fraction
+
+    start = [{"dtype": "float32", "flops": 2e12, "matmul": 2e12, "conv1x1": 1e12, "n": 2048},
+             {"dtype": "bfloat16", "flops": 9e12, "matmul": 9e12, "conv1x1": 8e12, "n": 2048}]
+    end = [{"dtype": "float32", "flops": 3e12, "matmul": 3e12, "conv1x1": 1e12, "n": 2048},
+           {"dtype": "bfloat16", "flops": 7e12, "matmul": 7e12, "conv1x1": 7e12, "n": 2048}]
+    peaks = {p["dtype"]: p for p in combine_peaks(start, end)}
+    assert peaks["float32"]["flops"] == 3e12 and peaks["bfloat16"]["flops"] == 9e12
+    assert (peaks["float32"]["flops_start"], peaks["float32"]["flops_end"]) == (2e12, 3e12)
+    row = add_peak_fraction({"dtype": "float32", "tflops_achieved": 1.5}, {k: p["flops"] for k, p in peaks.items()})
+    assert row["frac_of_peak"] == pytest.approx(0.5)
+
+
 def test_matmul_peak_is_positive_and_consistent():
     peak = matmul_peak(torch.float32, max_n=256, repeats=2)
     assert peak.n == 256 and peak.flops == max(peak.matmul, peak.conv1x1) > 0

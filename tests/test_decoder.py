@@ -106,3 +106,34 @@ def test_decoder_uses_it_and_training_matches_inference():
     torch.testing.assert_close(split_path, cat_path, rtol=1e-4, atol=1e-5)
     F.cross_entropy(split_path, torch.zeros(1, 64, 64, dtype=torch.long)).backward()
     assert model.decoder.blocks[0].conv1[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 4), (1, 3, 1, 6), (1, 16, 32, 32), (1, 2, 1, 1)])
+def test_lerp_upsampling_equals_interpolate(shape, align_corners):
+    from unetzoo.decoders.unet import upsample2x_bilinear
+
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    out = upsample2x_bilinear(x, align_corners)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=align_corners)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_lerp_upsampling_in_bfloat16_stays_within_a_rounding_step_of_interpolate():
+    from unetzoo.decoders.unet import upsample2x_bilinear
+
+    x = torch.randn(1, 64, 40, 48).contiguous(memory_format=torch.channels_last)
+    exact = F.interpolate(x.double(), scale_factor=2, mode="bilinear", align_corners=True)
+    out = upsample2x_bilinear(x.bfloat16(), True).double()
+    aten = F.interpolate(x.bfloat16(), scale_factor=2, mode="bilinear", align_corners=True).double()
+    # bf16 keeps 8 significant bits: the input's own rounding and one per pass
+    assert (out - exact).abs().max() <= 3 * 2**-8 * exact.abs().max()
+    assert (out - exact).abs().mean() <= 2 * (aten - exact).abs().mean() + 1e-3
+
+
+def test_lerp_upsampling_refuses_other_layouts():
+    from unetzoo.decoders.unet import upsample2x_bilinear
+
+    with pytest.raises(ValueError, match="channels-last"):
+        upsample2x_bilinear(torch.randn(1, 4, 6, 6), True)  # 4 channels, plain NCHW

@@ -118,6 +118,9 @@ def test_fast_path_bfloat16_within_stated_tolerance():
     err = relative_error(out, ref)
     assert 0 < err <= BF16_RTOL  # > 0: bfloat16 was really used
     assert (fast.inference_options["mkldnn_convs"] > 0) == mkldnn_available(torch.bfloat16)  # on by default
+    # the seed decoder's bilinear blocks (4 with skips + the extra one) upsample with lerps
+    assert fast.inference_options["lerp_upsample_blocks"] == 5
+    assert all(b.lerp_upsample for b in [*fast.decoder.blocks, *fast.decoder.extra])
 
 
 def test_optimizing_twice_is_refused():
@@ -221,3 +224,19 @@ def test_residual_blocks_are_fused_only_when_their_forward_is_conv_relu_add_relu
             out = model(x)
         assert isinstance(model[1], FusedResidualBlock) is fusable, act
         assert relative_error(out, ref) <= FOLD_RTOL
+
+
+@pytest.mark.skipif(not mkldnn_available(torch.bfloat16), reason="no oneDNN bfloat16 convolutions on this CPU")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bf16_fused_fast_path_is_checked_against_float32_not_refused_for_rounding(seed):
+    # the fused model's bf16 rounding differs from the unfused one's by ~1% on a random deep
+    # network; the check is against the float32 model with the fast path's stated tolerance
+    torch.manual_seed(seed)
+    model = unetzoo.create("unet-resnet50", num_classes=2).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert fast.inference_options["mkldnn_convs"] > 0
+    with torch.no_grad():
+        assert relative_error(fast(x), ref) <= BF16_RTOL

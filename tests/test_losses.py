@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unetzoo.losses import BCELoss, CombinedLoss, CrossEntropyLoss, DiceLoss, FocalLoss, build_loss
+from unetzoo.losses import BCELoss, CombinedLoss, CrossEntropyLoss, DiceLoss, FocalLoss, LovaszLoss, build_loss
 
 LOG3 = math.log(3.0)
 # one-output logits on a 2x2 image: sigmoid gives foreground probabilities 0.75 0.25 / 0.5 0.25
@@ -44,6 +44,46 @@ def test_perfect_prediction_has_zero_dice_loss():
     target = torch.tensor([[[0, 1], [2, 1]]])
     logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 100
     assert DiceLoss(smooth=0.0)(logits, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_two_by_two_by_hand():
+    # foreground: errors |t - p| = .25 .25 .5 .75 with t = 1 1 1 at the three largest, sorted
+    #   .75(t=1) .5(t=1) .25(t=1) .25(t=0): Jaccard losses 1/3 2/3 1 1 -> increments 1/3 1/3 1/3 0
+    #   -> (.75 + .5 + .25) / 3 = 1/2 (the tie between the two .25 errors does not matter)
+    # background: probabilities .25 .75 .5 .75 against t = 0 1 0 0; errors .25 .25 .5 .75, sorted
+    #   .75(t=0) .5(t=0) .25(t=0) .25(t=1): Jaccard 1/2 2/3 3/4 1 -> .75/2 + .5/6 + .25/12 + .25/4 = 13/24
+    both = LovaszLoss()(FG_LOGITS, FG_TARGET)
+    fg_only = LovaszLoss(include_background=False)(FG_LOGITS, FG_TARGET)
+    assert both.item() == pytest.approx((1 / 2 + 13 / 24) / 2, abs=1e-6)
+    assert fg_only.item() == pytest.approx(1 / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_lovasz_of_hard_predictions_is_one_minus_iou(per_image):
+    # at 0/1 probabilities the Lovász extension equals the Jaccard loss itself
+    g = torch.Generator().manual_seed(0)
+    target, pred = torch.randint(0, 3, (2, 5, 7), generator=g), torch.randint(0, 3, (2, 5, 7), generator=g)
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 200.0
+
+    def jaccard_loss(p, t):
+        losses = [1 - ((p == k) & (t == k)).sum().item() / ((p == k) | (t == k)).sum().item()
+                  for k in range(3) if (t == k).any()]
+        return sum(losses) / len(losses)
+
+    expected = (sum(jaccard_loss(p, t) for p, t in zip(pred, target)) / 2 if per_image
+                else jaccard_loss(pred, target))
+    assert LovaszLoss(per_image=per_image)(logits, target).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_lovasz_gradient_lowers_the_loss():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 2, 8, 8, generator=g, requires_grad=True)
+    target = torch.randint(0, 2, (2, 8, 8), generator=g)
+    loss_fn = LovaszLoss()
+    before = loss_fn(logits, target)
+    before.backward()
+    after = loss_fn(logits.detach() - 0.5 * logits.grad, target)
+    assert after.item() < before.item()
 
 
 def test_focal_by_hand_and_gamma_zero_is_cross_entropy():
@@ -84,6 +124,7 @@ def test_bce_matches_torch_weighted_mean():
 @pytest.mark.parametrize("make", [
     lambda: CrossEntropyLoss(weight=[1.0, 2.0, 3.0]), lambda: FocalLoss(gamma=2.0), lambda: DiceLoss(),
     lambda: DiceLoss(mode="sigmoid"), lambda: build_loss("ce+0.5*dice+focal", num_classes=3),
+    lambda: LovaszLoss(), lambda: LovaszLoss(per_image=True), lambda: build_loss("ce+lovasz", num_classes=3),
 ])
 def test_ignored_pixels_do_not_change_the_loss(make):
     g = torch.Generator().manual_seed(3)
@@ -101,7 +142,7 @@ def test_ignored_pixels_do_not_change_the_loss(make):
 def test_all_ignored_batch_gives_zero_with_gradient():
     logits = torch.randn(1, 2, 3, 3, requires_grad=True)
     target = torch.full((1, 3, 3), 255)
-    for loss in (CrossEntropyLoss(), FocalLoss(), DiceLoss(), CrossEntropyLoss(label_smoothing=0.1)):
+    for loss in (CrossEntropyLoss(), FocalLoss(), DiceLoss(), CrossEntropyLoss(label_smoothing=0.1), LovaszLoss()):
         value = loss(logits, target)
         assert torch.isfinite(value)
         value.backward()

@@ -321,6 +321,8 @@ def optimize_for_inference(
             ReLUs fused (:func:`unetzoo.fast_mkldnn.fuse_mkldnn`; checked against the unfused
             model). ``None`` (default): on for channels-last bfloat16 CPU models that are not
             compiled (``torch.compile`` does the same by itself); in float32 it measured slower.
+            Those models' bilinear decoder blocks also upsample with
+            :func:`unetzoo.decoders.unet.upsample2x_bilinear` (faster than ATen's kernel in bf16).
         tune_allocator: CPU only: keep freed memory for reuse
             (:func:`unetzoo.cpu_memory.tune_cpu_allocator`, process-wide) so each call does not
             page-fault its large activations in again. ``None`` (default): on for CPU models
@@ -340,6 +342,8 @@ def optimize_for_inference(
     dtype = _resolve_dtype(dtype, device)
     model.eval().requires_grad_(False)
     probe = example_input if example_input is not None else _example_input(model)
+    with torch.no_grad():
+        reference = model(probe).float()  # what the finished fast model is checked against
     folded = fold_batchnorm(model, probe) if fold_bn else 0
     fmt = torch.channels_last if channels_last else torch.preserve_format
     model.to(dtype=dtype, memory_format=fmt)
@@ -350,7 +354,17 @@ def optimize_for_inference(
             and mkldnn_available(dtype)
     elif mkldnn and not (device.type == "cpu" and mkldnn_available(dtype)):
         raise ValueError(f"mkldnn=True needs a CPU model in float32 or bfloat16 with oneDNN support, got {device} {dtype}")
-    fused = fuse_mkldnn(model, probe.to(device=device, dtype=dtype, memory_format=fmt)) if mkldnn else 0
+    fused = 0
+    if mkldnn:  # checked against the float32 eager model, with the tolerance the fast path promises
+        fused = fuse_mkldnn(model, probe.to(device=device, dtype=dtype, memory_format=fmt), reference=reference,
+                            rtol=BF16_RTOL if dtype != torch.float32 else 10 * FOLD_RTOL)
+    lerp_blocks = 0
+    if device.type == "cpu" and dtype == torch.bfloat16 and channels_last and not compile:
+        from unetzoo.decoders.unet import UpBlock
+
+        for m in model.modules():  # measured faster than ATen's bilinear kernel in bf16 (not in fp32)
+            if isinstance(m, UpBlock) and m.mode == "bilinear":
+                m.lerp_upsample, lerp_blocks = True, lerp_blocks + 1
     allocator_tuned = False
     if device.type == "cpu" and tune_allocator is not False:
         from unetzoo import cpu_memory
@@ -369,6 +383,7 @@ def optimize_for_inference(
         "compile": compile,
         "folded_bn": folded,
         "mkldnn_convs": fused,
+        "lerp_upsample_blocks": lerp_blocks,
         "cpu_allocator_tuned": allocator_tuned,
     }
     return model

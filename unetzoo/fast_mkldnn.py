@@ -177,14 +177,18 @@ def _probe(model: nn.Module, x: torch.Tensor):
     return sizes, fused
 
 
-def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, rtol: float = 1e-2) -> int:
+def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, rtol: float = 1e-2,
+                reference: torch.Tensor | None = None) -> int:
     """Replace eligible convolutions of an eval-mode CPU model by :class:`MkldnnConv2d`, in place.
 
     Args:
         model: the model, already in its inference dtype (float32 or bfloat16).
         example: a valid input for the probe pass (any size works afterwards).
-        check: compare with the unfused model on ``example``; undo and raise ``RuntimeError``
-            when the relative difference exceeds ``rtol``.
+        check: compare the fused model's output on ``example`` with ``reference``; undo and
+            raise ``RuntimeError`` when the relative difference
+            (:func:`unetzoo.fast.relative_error`) exceeds ``rtol``.
+        reference: the expected output on ``example``, e.g. the float32 model's (what
+            :func:`unetzoo.fast.optimize_for_inference` passes); default: the unfused model's.
 
     Returns:
         The number of replaced convolutions.
@@ -194,8 +198,10 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
     sizes, fused = _probe(model, example)
     if not sizes:
         return 0
-    with torch.no_grad():
-        ref = model(example).float() if check else None
+    ref = None
+    if check:
+        with torch.no_grad():
+            ref = model(example).float() if reference is None else reference.float()
     undo, undo_attrs = [], []
     for conv_name, size in sizes.items():
         conv = model.get_submodule(conv_name)

