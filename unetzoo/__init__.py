@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     # inference
     "predict": "unetzoo.inference",
     "optimize_for_inference": "unetzoo.fast",
+    "tune_cpu_allocator": "unetzoo.cpu_memory",
     "export_model": "unetzoo.export",
     # fine-tuning building blocks
     "SegmentationFolder": "unetzoo.data",
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
     from unetzoo.data import SegmentationFolder
     from unetzoo.inference import predict
     from unetzoo.fast import optimize_for_inference
+    from unetzoo.cpu_memory import tune_cpu_allocator
     from unetzoo.export import export_model
     from unetzoo.losses import build_loss
     from unetzoo.metrics import ConfusionMatrix

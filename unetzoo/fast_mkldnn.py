@@ -5,19 +5,20 @@ blocked layout, and runs each ReLU as a separate pass over memory. :func:`fuse_m
 every eligible convolution of an inference model by :class:`MkldnnConv2d`, which keeps the
 weight reordered once ("prepacked") and applies a directly following ReLU inside the
 convolution kernel (a oneDNN post-op) — what ``torch.compile`` with ``freezing`` does, without
-compiling. ``benchmarks/bench_fast_path.py`` measures it: in bfloat16 on a 2-core AVX-512/AMX
-CPU, unet-resnet50 and unet-vgg16 at 512x512 ran 1.10x and 1.12x faster; in float32 0.88x (so
-:func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only).
+compiling. ResNet blocks (torchvision's and timm's) then become :class:`FusedResidualBlock`:
+the last convolution of each block also adds the shortcut and applies the final ReLU (oneDNN
+binary and eltwise post-ops).
 
-ResNet blocks (torchvision's and timm's) then become :class:`FusedResidualBlock`: the last
-convolution of each block also adds the shortcut and applies the final ReLU (oneDNN binary and
-eltwise post-ops).
+``benchmarks/bench_fast_path.py`` measures it: in bfloat16 on a 2-core AVX-512/AMX CPU,
+unet-resnet50 and unet-vgg16 at 512x512 ran 1.41x and 1.17x faster; in float32 0.85x (so
+:func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only).
 
 A ReLU is fused only when a probe pass shows it is called once, on the output of a
 convolution called once, and nothing else reads that output before it (nor after it, unless the
 ReLU works in place, when later readers see the ReLU's result either way). The
-fused model is compared with the unfused one on the probe input; if they differ the change is
-undone. The ops used (``torch.ops.mkldnn._convolution_pointwise`` and
+fused model is compared on the probe input with a reference (the float32 model's output, from
+:func:`~unetzoo.fast.optimize_for_inference`, within the fast path's stated tolerance; by
+default the unfused model's); if they differ the change is undone. The ops used (``torch.ops.mkldnn._convolution_pointwise`` and
 ``_reorder_convolution_weight``) are the ones inductor emits for CPUs.
 """
 

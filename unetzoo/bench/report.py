@@ -108,7 +108,8 @@ def markdown_report(
                   _table(comparisons, _COMPARE_COLUMNS)]
     if targets:
         parts += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
-        parts += [f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in targets]
+        verdict = {True: "yes", False: "NO", None: "-"}
+        parts += [f"| {t['target']} | {t['measured']} | {t['goal']} | {verdict[t['met']]} |" for t in targets]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     if plot:
