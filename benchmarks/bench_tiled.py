@@ -8,6 +8,7 @@ the image is synthetic uint8 RGB.
     python benchmarks/bench_tiled.py                              # 1024..8192, unet-resnet50, 512 tiles
     python benchmarks/bench_tiled.py --sizes 256,512 --tile 256   # a quick check
     python benchmarks/bench_tiled.py --dtype bfloat16             # autocast (fast only with AVX512-BF16/AMX)
+    python benchmarks/bench_tiled.py --dtype bfloat16 --fast      # the model through optimize_for_inference
 
 Writes ``benchmarks/results/tiled_<date>[_<tag>].md`` and ``.csv`` with the exact command,
 the machine, the versions and the date.
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fast", action="store_true",
+                   help="run unetzoo.optimize_for_inference(model, dtype=--dtype) first (instead of autocast)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--tag", default="", help="suffix of the result file names (e.g. the machine)")
@@ -71,6 +74,9 @@ def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     size = args.worker
     model = unetzoo.create(args.model, num_classes=args.num_classes).eval().to(args.device)
+    dtype = getattr(torch, args.dtype)
+    if args.fast:  # weights already in the dtype: predict then runs without autocast
+        model, dtype = unetzoo.optimize_for_inference(model, dtype=dtype), torch.float32
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     rows, cols = plan_tiles(model, size, size, tile=args.tile, overlap=args.overlap)
     before = _current_rss_gb()
@@ -85,7 +91,7 @@ def worker(args: argparse.Namespace) -> dict:
         overlap=args.overlap,
         batch_size=args.batch_size,
         output="labels",
-        dtype=None if args.dtype == "float32" else getattr(torch, args.dtype),
+        dtype=None if dtype == torch.float32 else dtype,
     )
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -174,7 +180,8 @@ def write_results(args: argparse.Namespace, rows: list[dict], fields: list[str],
         w.writerows(rows)
     setup = (
         f"{args.model} (random weights, {args.num_classes} classes), tile {args.tile}, overlap "
-        f"{args.overlap if args.overlap is not None else args.tile // 4}, batch {args.batch_size}, {args.dtype}, "
+        f"{args.overlap if args.overlap is not None else args.tile // 4}, batch {args.batch_size}, {args.dtype}"
+        f"{' (optimize_for_inference)' if args.fast else ' (autocast)' if args.dtype != 'float32' else ''}, "
         f"device {args.device}, {args.threads} threads; synthetic uint8 RGB images; output='labels'"
     )
     md = [

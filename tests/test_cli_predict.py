@@ -67,6 +67,25 @@ def test_predict_folder_writes_labels_overlays_probs_and_reports_bad_files(saved
     assert overlay.shape == (33, 47, 3) and overlay.dtype == np.uint8
 
 
+def test_predict_fast_path_gives_the_same_labels(saved_model, tmp_path, monkeypatch):
+    import unetzoo.fast
+
+    optimized = []
+    real = unetzoo.fast.optimize_for_inference
+    monkeypatch.setattr(unetzoo.fast, "optimize_for_inference",
+                        lambda model, **kw: optimized.append(kw) or real(model, **kw))
+    _write_rgb(tmp_path / "in" / "c.png", 70, 90, 2)
+    outs = {}
+    for extra in ([], ["--fast", "--dtype", "float32"], ["--fast"]):
+        out = tmp_path / ("out" + "".join(extra))
+        assert main(["predict", str(saved_model), str(tmp_path / "in"), "--out", str(out), "--tile", "64", *extra]) == 0
+        outs[tuple(extra)] = np.asarray(Image.open(out / "c_labels.png"))
+    plain = outs[()]
+    assert optimized == [{"dtype": "float32"}, {"dtype": "auto"}]
+    assert (outs[("--fast", "--dtype", "float32")] == plain).mean() >= 0.999  # BN folding: rounding only
+    assert (outs[("--fast",)] == plain).mean() >= 0.98  # bfloat16 where native, else float32
+
+
 def test_predict_registry_name_with_foreign_checkpoint_matches_the_original_network(tmp_path, capsys):
     """A WZMIAOMIAO checkpoint (base_c inferred) through the CLI gives the original network's labels."""
     from reference import randomize, wzmiaomiao

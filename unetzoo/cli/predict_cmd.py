@@ -51,6 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours in overlays (default: 0.5)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="autocast dtype (default: float32)")
+    p.add_argument("--fast", action="store_true",
+                   help="run the model through unetzoo.optimize_for_inference first (BN folding, channels-last, "
+                        "--dtype or else bfloat16 where the hardware is fast at it, fused oneDNN kernels on CPU); "
+                        "4x faster than bf16 autocast for unet-resnet50 tiles on a 2-core AMX CPU")
     p.set_defaults(func=run)
 
 
@@ -144,7 +148,7 @@ def _segment(args: argparse.Namespace, model, path: Path, stem: Path, single: bo
     from unetzoo.inference import predict
 
     image = io.read_image(path, channels=model.in_chans)
-    dtype = getattr(torch, args.dtype) if args.dtype else None
+    dtype = getattr(torch, args.dtype) if args.dtype and not args.fast else None  # fast: weights already cast
     probs = predict(
         model,
         image,
@@ -178,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
+    if args.fast:
+        from unetzoo.fast import optimize_for_inference
+
+        model = optimize_for_inference(model, dtype=args.dtype or "auto")
     args.out.mkdir(parents=True, exist_ok=True)
     done = 0
     for path, stem in tqdm(images, unit="image", desc="predict", disable=len(images) == 1):
