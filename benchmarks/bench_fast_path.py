@@ -1,7 +1,8 @@
-"""The measurements behind two CPU speed-ups: ``ConcatConv2d`` and the oneDNN-fused fast path.
+"""The measurements behind unetzoo's CPU speed-ups: ``ConcatConv2d``, the oneDNN-fused fast
+path, the allocator tuning and the lerp upsampling.
 
-Three tables, each timed in this process (median of 5 calls after 2 warm-up calls, denormals
-flushed as in the harness):
+Five tables, each timed as the median of 5 calls after 2 warm-up calls, with denormals flushed
+as in the harness (table 4 in child processes, the others in this one):
 
 1. oneDNN's convolution weight gradient (bf16, channels-last, batch 8, 16x16, 3x3 -> 512
    channels) against the number of input channels: why ``ConcatConv2d`` cuts its parts to at
@@ -14,9 +15,13 @@ flushed as in the harness):
 4. glibc's allocator as it comes against :mod:`unetzoo.cpu_memory`'s tuning (freed memory kept
    for reuse), for the bf16 fast path (512x512 b1) and a bf16 training step (256x256 b8) of
    unet-resnet50 and unet-vgg16. The setting is process-wide, so each column runs in its own
-   child process (``UNETZOO_CPU_ALLOCATOR=default`` / ``tuned``).
+   child process (``UNETZOO_CPU_ALLOCATOR=default`` / ``tuned``; 3 of each, alternating,
+   medians reported), plus cloning a 32 MiB tensor
+   (which allocates) against copying into an existing one;
+5. ATen's bf16 bilinear 2x upsampling against ``upsample2x_bilinear`` at the seed decoder's
+   shapes and inside unet-resnet50's fast path.
 
-Tables 1-3 run with the tuned allocator (unetzoo's default on CPUs).
+Tables 1-3 and 5 run with the tuned allocator (unetzoo's default on CPUs).
 
     python benchmarks/bench_fast_path.py > benchmarks/results/fast_path.md
 """
@@ -27,6 +32,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -36,10 +42,10 @@ import torch.nn.functional as F
 CL = torch.channels_last
 
 
-def _ms(fn) -> float:
+def _ms(fn, warmup: int = 2, repeats: int = 5) -> float:
     from unetzoo.bench.measure import time_callable
 
-    return 1e3 * time_callable(fn, warmup=2, repeats=5).median
+    return 1e3 * time_callable(fn, warmup=warmup, repeats=repeats).median
 
 
 def weight_grad_table() -> None:
@@ -127,6 +133,12 @@ def allocator_child() -> None:
 
     tuned = cpu_memory.auto_tune_cpu_allocator()
     out: dict[str, float | bool] = {"tuned": tuned}
+    big = torch.randn(1, 64, 512, 512, dtype=torch.bfloat16)  # 32 MiB: glibc's largest mmap threshold
+    into = torch.empty_like(big)
+    # a millisecond each: more calls, and the tuned heap takes a few calls to settle
+    out["clone of a 32 MiB tensor (allocates)"] = _ms(lambda: big.clone(), warmup=10, repeats=21)
+    out["copy into an existing 32 MiB tensor"] = _ms(lambda: into.copy_(big), warmup=10, repeats=21)
+    del big, into
     x = torch.randn(1, 3, 512, 512)
     for name in ("unet-resnet50", "unet-vgg16"):
         torch.manual_seed(0)
@@ -138,21 +150,52 @@ def allocator_child() -> None:
     print(json.dumps(out))
 
 
-def allocator_table() -> None:
-    cols = {}
-    for setting in ("default", "tuned"):
-        env = {**os.environ, "UNETZOO_CPU_ALLOCATOR": setting}
-        proc = subprocess.run([sys.executable, __file__, "--allocator-child"], env=env, check=True,
-                              capture_output=True, text=True)
-        cols[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not cols["tuned"]["tuned"]:
+def allocator_table(rounds: int = 3) -> None:
+    runs: dict[str, list[dict]] = {"default": [], "tuned": []}
+    for _ in range(rounds):  # alternating fresh processes: page-fault costs vary from run to run
+        for setting in runs:
+            env = {**os.environ, "UNETZOO_CPU_ALLOCATOR": setting}
+            proc = subprocess.run([sys.executable, __file__, "--allocator-child"], env=env, check=True,
+                                  capture_output=True, text=True)
+            runs[setting].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if not runs["tuned"][0]["tuned"]:
         print("(the allocator tuning is glibc-only; this C library was left alone)")
         return
-    print("| bf16, ms | glibc default | freed memory kept (unetzoo) | speed-up |")
+    print(f"| bf16, ms (median of {rounds} processes each) | glibc default | freed memory kept (unetzoo) | speed-up |")
     print("|---|---:|---:|---:|")
-    for key in (k for k in cols["default"] if k != "tuned"):
-        a, b = cols["default"][key], cols["tuned"][key]
-        print(f"| {key} | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
+    for key in (k for k in runs["default"][0] if k != "tuned"):
+        a, b = (statistics.median(r[key] for r in runs[setting]) for setting in ("default", "tuned"))
+        print(f"| {key} | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
+
+
+def upsample_table() -> None:
+    """ATen's bilinear 2x kernel against ``upsample2x_bilinear`` (bf16, channels-last), alone at
+    the seed decoder's shapes and inside unet-resnet50's fast path (toggled back and forth)."""
+    import unetzoo
+    from unetzoo.decoders.unet import UpBlock, upsample2x_bilinear
+    from unetzoo.fast import optimize_for_inference
+
+    print("| bf16 2x bilinear upsampling (align_corners=True) | ATen ms | lerp ms | speed-up |")
+    print("|---|---:|---:|---:|")
+    for c, h in ((64, 256), (128, 128), (256, 64), (512, 32)):
+        x = torch.randn(1, c, h, h, dtype=torch.bfloat16).contiguous(memory_format=CL)
+        aten = _ms(lambda: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+        lerp = _ms(lambda: upsample2x_bilinear(x, True))
+        print(f"| {c} channels, {h}->{2 * h} | {aten:.2f} | {lerp:.2f} | {aten / lerp:.2f}x |")
+    torch.manual_seed(0)
+    fast = optimize_for_inference(unetzoo.create("unet-resnet50", num_classes=2), dtype=torch.bfloat16)
+    blocks = [m for m in fast.modules() if isinstance(m, UpBlock)]
+    x = torch.randn(1, 3, 512, 512)
+    ms: dict[bool, list[float]] = {True: [], False: []}
+    with torch.inference_mode():
+        for _ in range(3):  # alternate, so a drift of the machine's speed hits both alike
+            for on in (True, False):
+                for b in blocks:
+                    b.lerp_upsample = on
+                ms[on].append(_ms(lambda: fast(x)))
+    aten, lerp = sorted(ms[False])[1], sorted(ms[True])[1]
+    print(f"| unet-resnet50 fast path 512x512 b1 (median of 3 alternations) | {aten:.1f} | {lerp:.1f} | "
+          f"{aten / lerp:.2f}x |")
 
 
 def main() -> None:
@@ -177,6 +220,8 @@ def main() -> None:
     fast_path_table()
     print()
     allocator_table()
+    print()
+    upsample_table()
 
 
 if __name__ == "__main__":

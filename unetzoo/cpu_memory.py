@@ -4,14 +4,14 @@ glibc's ``malloc`` serves every request of 32 MiB or more with a fresh ``mmap`` 
 to the operating system on ``free``. A U-Net at 512x512 allocates many such tensors per forward
 pass (one 64-channel bfloat16 map at full resolution is exactly 32 MiB; a training batch of 8 at
 256x256 is 64 MiB), so every call page-faults all of them in again and the kernel zero-fills
-each page: on the 2-core benchmark machine copying into a fresh 32 MiB tensor took 7.5 ms,
-into an existing one 1.3 ms. :func:`tune_cpu_allocator` tells glibc to serve large blocks
+each page (``benchmarks/bench_fast_path.py`` times cloning a 32 MiB tensor, which allocates,
+against copying into an existing one). :func:`tune_cpu_allocator` tells glibc to serve large blocks
 from its heap as well and to keep freed memory there (``mallopt(M_MMAP_MAX, 0)`` and a high
 ``M_TRIM_THRESHOLD``), so the next call reuses the same pages. It is what PyTorch's CPU
 performance guide gets by preloading jemalloc or tcmalloc, without a preload.
 
-Measured by ``python benchmarks/bench_backbones.py --part targets`` (both settings, side by
-side; ``benchmarks/results/targets.md``). The price: the process keeps the memory of its
+``python benchmarks/bench_fast_path.py`` measures both settings side by side, each in its own
+process (``benchmarks/results/fast_path.md``, table 4). The price: the process keeps the memory of its
 largest step mapped after the step ends (its RSS does not fall back), which is what a process
 that runs that step again needs anyway.
 

@@ -216,12 +216,14 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, attr, module)
 
 
-def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, check: bool = True) -> int:
+def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, check: bool = True,
+                   reference: torch.Tensor | None = None) -> int:
     """Fold every batch norm that directly and exclusively follows a convolution into it.
 
     The model is put in eval mode and changed in place. With ``check=True`` the folded model
-    is compared with the original on ``example`` and the change is undone (``RuntimeError``)
-    if they differ by more than :data:`FOLD_RTOL`.
+    is compared with the original on ``example`` (``reference``: the original's output there,
+    if the caller already has it) and the change is undone (``RuntimeError``) if they differ
+    by more than :data:`FOLD_RTOL`.
 
     Returns:
         The number of folded norms.
@@ -236,8 +238,10 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, che
     pairs = _find_pairs(model, x)
     if not pairs:
         return 0
-    with torch.no_grad():
-        ref = model(x).float() if check else None
+    ref = None
+    if check:
+        with torch.no_grad():
+            ref = model(x).float() if reference is None else reference.float()
     saved = []
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
@@ -318,8 +322,9 @@ def optimize_for_inference(
         fold_bn: fold batch norms into the preceding convolutions (exactness checked).
         example_input: a valid input for the probe; default :func:`example_input`.
         mkldnn: CPU only: run convolutions on oneDNN-prepacked weights with directly following
-            ReLUs fused (:func:`unetzoo.fast_mkldnn.fuse_mkldnn`; checked against the unfused
-            model). ``None`` (default): on for channels-last bfloat16 CPU models that are not
+            ReLUs and ResNet shortcuts fused (:func:`unetzoo.fast_mkldnn.fuse_mkldnn`; checked
+            against the float32 model within the stated tolerance). ``None`` (default): on for
+            channels-last bfloat16 CPU models that are not
             compiled (``torch.compile`` does the same by itself); in float32 it measured slower.
             Those models' bilinear decoder blocks also upsample with
             :func:`unetzoo.decoders.unet.upsample2x_bilinear` (faster than ATen's kernel in bf16).
@@ -341,28 +346,32 @@ def optimize_for_inference(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = _resolve_dtype(dtype, device)
     model.eval().requires_grad_(False)
-    probe = example_input if example_input is not None else _example_input(model)
-    with torch.no_grad():
-        reference = model(probe).float()  # what the finished fast model is checked against
-    folded = fold_batchnorm(model, probe) if fold_bn else 0
-    fmt = torch.channels_last if channels_last else torch.preserve_format
-    model.to(dtype=dtype, memory_format=fmt)
     from unetzoo.fast_mkldnn import fuse_mkldnn, mkldnn_available
 
-    if mkldnn is None:  # measured: faster in bfloat16; in float32 oneDNN's fused path was slower
-        mkldnn = device.type == "cpu" and channels_last and not compile and dtype == torch.bfloat16 \
-            and mkldnn_available(dtype)
+    # measured: oneDNN fusion and the lerp upsampling are faster in bfloat16 (not in float32) on CPUs,
+    # and torch.compile does its own fusion
+    cpu_bf16_eager = device.type == "cpu" and dtype == torch.bfloat16 and channels_last and not compile
+    if mkldnn is None:
+        mkldnn = cpu_bf16_eager and mkldnn_available(dtype)
     elif mkldnn and not (device.type == "cpu" and mkldnn_available(dtype)):
         raise ValueError(f"mkldnn=True needs a CPU model in float32 or bfloat16 with oneDNN support, got {device} {dtype}")
+    probe = example_input if example_input is not None else _example_input(model)
+    reference = None
+    if fold_bn or mkldnn:  # the original's output, which both the folding and the fusion are checked against
+        with torch.no_grad():
+            reference = model(probe).float()
+    folded = fold_batchnorm(model, probe, reference=reference) if fold_bn else 0
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    model.to(dtype=dtype, memory_format=fmt)
     fused = 0
-    if mkldnn:  # checked against the float32 eager model, with the tolerance the fast path promises
+    if mkldnn:  # within the tolerance the fast path promises for its dtype
         fused = fuse_mkldnn(model, probe.to(device=device, dtype=dtype, memory_format=fmt), reference=reference,
                             rtol=BF16_RTOL if dtype != torch.float32 else 10 * FOLD_RTOL)
     lerp_blocks = 0
-    if device.type == "cpu" and dtype == torch.bfloat16 and channels_last and not compile:
+    if cpu_bf16_eager:
         from unetzoo.decoders.unet import UpBlock
 
-        for m in model.modules():  # measured faster than ATen's bilinear kernel in bf16 (not in fp32)
+        for m in model.modules():
             if isinstance(m, UpBlock) and m.mode == "bilinear":
                 m.lerp_upsample, lerp_blocks = True, lerp_blocks + 1
     allocator_tuned = False

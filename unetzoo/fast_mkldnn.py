@@ -10,7 +10,7 @@ the last convolution of each block also adds the shortcut and applies the final 
 binary and eltwise post-ops).
 
 ``benchmarks/bench_fast_path.py`` measures it: in bfloat16 on a 2-core AVX-512/AMX CPU,
-unet-resnet50 and unet-vgg16 at 512x512 ran 1.41x and 1.17x faster; in float32 0.85x (so
+unet-resnet50 and unet-vgg16 at 512x512 ran 1.38x and 1.18x faster; in float32 0.88x (so
 :func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only).
 
 A ReLU is fused only when a probe pass shows it is called once, on the output of a

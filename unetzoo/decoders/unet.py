@@ -159,8 +159,9 @@ def upsample2x_bilinear(x: torch.Tensor, align_corners: bool) -> torch.Tensor:
 
     Each output row ``2k`` / ``2k + 1`` mixes input row ``k`` with one neighbour, so every pass is
     a few element-wise kernels over contiguous channel vectors, with no index gathering. In
-    bfloat16 on CPU this ran 1.3-1.6x faster than ATen's kernel at the decoder's shapes (64
-    channels 256->512: 7.8 -> 4.8 ms); it rounds once per pass, so it differs from
+    bfloat16 on CPU it ran 1.1-1.4x faster than ATen's kernel at 64-256 channels and slower at
+    512 (``benchmarks/bench_fast_path.py``, table 5), a few percent of unet-resnet50's fast path
+    at 512x512; it rounds once per pass, so it differs from
     ``F.interpolate`` by up to about one bfloat16 ulp more. Returns a channels-last tensor.
     """
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
