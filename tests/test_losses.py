@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -187,3 +188,137 @@ def test_build_loss_errors(spec, kwargs, error, match):
 def test_out_of_range_target_raises():
     with pytest.raises(ValueError, match="outside 0..1"):
         CrossEntropyLoss()(torch.randn(1, 2, 2, 2), torch.tensor([[[0, 1], [2, 0]]]))
+
+
+# --- the original U-Net's border weights -------------------------------------------------------
+
+ndi = pytest.importorskip("scipy.ndimage", reason="scipy (installed with scikit-image, a test extra) gives the reference")
+
+
+def _blobs(seed: int, shape=(2, 40, 48), density=0.02, size=5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    seeds = torch.rand(shape, generator=g) < density
+    return F.max_pool2d(seeds[:, None].float(), size, 1, size // 2)[:, 0] > 0
+
+
+def _reference_map(target, *, w0, sigma, radius=math.inf, class_weights=None, ignore_index=255):
+    """Eq. 2 of Ronneberger et al. 2015 with scipy: one exact Euclidean distance transform per object."""
+    out = []
+    for t in target.numpy():
+        valid = t != ignore_index
+        regions, n = ndi.label(valid & (t != 0), structure=[[1, 1, 1]] * 3)
+        dist = [ndi.distance_transform_edt(regions != k) for k in range(1, n + 1)]
+        dist += [np.full(t.shape, np.inf)] * 2  # fewer than two objects: "no second object" is infinitely far
+        stack = torch.tensor(np.stack(dist).astype("float32")).sort(0).values
+        stack[stack > radius] = math.inf
+        d1, d2 = stack[0], stack[1]
+        base = torch.ones(t.shape) if class_weights is None else torch.tensor(class_weights)[torch.tensor(t).clamp(0, 1)]
+        w = torch.where(torch.tensor((t == 0) & valid), base + w0 * torch.exp(-((d1 + d2) ** 2) / (2 * sigma**2)), base)
+        out.append(torch.where(torch.tensor(valid), w, 0.0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("seed,density,size", [(0, 0.02, 5), (1, 0.05, 3), (2, 0.01, 9), (3, 0.2, 1)])
+def test_label_components_give_scipys_eight_neighbour_regions(seed, density, size):
+    from unetzoo.losses import label_components
+
+    mask = _blobs(seed, density=density, size=size)
+    labels = label_components(mask)
+    for i in range(mask.shape[0]):
+        ref, n = ndi.label(mask[i].numpy(), structure=[[1, 1, 1]] * 3)
+        ours = labels[i].numpy()
+        assert ((ours > 0) == mask[i].numpy()).all()
+        pairs = set(zip(ref[ref > 0].tolist(), ours[ours > 0].tolist()))
+        assert len(pairs) == n == len(set(ours[ours > 0].tolist())), "a region split or two regions merged"
+
+
+def test_label_components_follow_a_long_spiral():
+    from unetzoo.losses import label_components
+
+    spiral = torch.zeros(1, 31, 31, dtype=torch.bool)
+    top, left, bottom, right = 0, 0, 30, 30
+    while top <= bottom and left <= right:  # a 1-px wall winding inwards, gaps of 1 px between turns
+        spiral[0, top, left:right + 1] = True
+        spiral[0, top:bottom + 1, right] = True
+        if top + 2 <= bottom:
+            spiral[0, bottom, left:right + 1] = True
+        if left + 2 <= right:
+            spiral[0, top + 2:bottom + 1, left] = True
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+    ref, n = ndi.label(spiral[0].numpy(), structure=[[1, 1, 1]] * 3)
+    labels = label_components(spiral)[0]
+    assert len(set(labels[spiral[0]].tolist())) == n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_border_weight_map_equals_the_papers_formula_with_exact_distances(seed):
+    from unetzoo.losses import border_weight_map
+
+    target = _blobs(seed).long()
+    target[0, :3, :5] = 255  # ignored pixels: weight 0, and not an object
+    got = border_weight_map(target, w0=10.0, sigma=5.0, max_distance=80)
+    want = _reference_map(target, w0=10.0, sigma=5.0)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert got.max() > 5, "the test masks should have objects close together"
+
+
+def test_border_weight_map_searches_only_within_max_distance():
+    from unetzoo.losses import border_weight_map
+
+    target = _blobs(4, density=0.01).long()
+    got = border_weight_map(target, w0=10.0, sigma=2.0, max_distance=6, class_weights=[0.5, 2.0])
+    want = _reference_map(target, w0=10.0, sigma=2.0, radius=6, class_weights=[0.5, 2.0])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_border_weight_of_a_one_pixel_gap_between_two_squares():
+    from unetzoo.losses import border_weight_map
+
+    target = torch.zeros(1, 9, 11, dtype=torch.long)
+    target[0, 2:7, 1:5] = 1
+    target[0, 2:7, 6:10] = 1  # column 5 is a 1-px gap: d1 = d2 = 1
+    w = border_weight_map(target, w0=10.0, sigma=5.0)
+    assert w[0, 4, 5].item() == pytest.approx(1 + 10 * math.exp(-4 / 50), rel=1e-6)
+    assert w[0, 4, 2].item() == 1.0  # inside an object: w_c only
+    assert w[0, 0, 0].item() < w[0, 4, 5].item()
+
+
+def test_border_ce_is_the_weighted_mean_and_plain_ce_at_w0_zero():
+    from unetzoo.losses import BorderWeightedCELoss, border_weight_map
+
+    torch.manual_seed(0)
+    target = _blobs(5).long()
+    target[1, 10:14, 10:20] = 255
+    logits = torch.randn(2, 2, *target.shape[1:], requires_grad=True)
+    loss = BorderWeightedCELoss(w0=10.0, sigma=3.0)(logits, target)
+    w = border_weight_map(target, w0=10.0, sigma=3.0)
+    nll = F.cross_entropy(logits, target.clamp(max=1), reduction="none")
+    assert loss.item() == pytest.approx(((w * nll).sum() / w.sum()).item(), rel=1e-5)
+    plain = BorderWeightedCELoss(w0=0.0)(logits, target)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_border_ce_from_a_spec_with_options_and_class_weights():
+    from unetzoo.losses import BorderWeightedCELoss
+
+    loss = build_loss("border_ce+dice", num_classes=2, class_weights=[1.0, 3.0], w0=5.0, sigma=2.0)
+    term = loss.losses[0]
+    assert isinstance(term, BorderWeightedCELoss) and (term.w0, term.sigma) == (5.0, 2.0)
+    assert term.weight.tolist() == [1.0, 3.0]
+    with pytest.raises(ValueError, match="sigma > 0"):
+        build_loss("border_ce", num_classes=2, sigma=0.0)
+
+
+def test_label_components_of_a_batch_beyond_float32s_exact_integers():
+    from unetzoo.losses import label_components
+
+    big = torch.zeros(3, 2400, 2400, dtype=torch.bool)  # 17.3M pixels > 2^24: labelled in two calls
+    big[:, :3, :3] = True
+    big[1, 100:104, 100:104] = True
+    big[2, -2:, -2:] = True
+    labels = label_components(big)
+    assert ((labels > 0) == big).all()
+    assert [len(set(labels[i][big[i]].tolist())) for i in range(3)] == [1, 2, 2]
+    assert labels.max() < 2**24

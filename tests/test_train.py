@@ -167,6 +167,19 @@ def test_bf16_autocast_trains_on_cpu(blobs: Path, tmp_path: Path) -> None:
     assert seen and set(seen) == {torch.bfloat16}
 
 
+def test_the_papers_border_weighted_loss_trains_from_a_config(blobs: Path, tmp_path: Path) -> None:
+    from unetzoo.losses import BorderWeightedCELoss
+
+    cfg = tiny_config(blobs, tmp_path, epochs=1, precision="bf16")
+    cfg["loss"] = {"name": "border_ce+dice", "options": {"w0": 10.0, "sigma": 3.0}}
+    trainer = Trainer(TrainConfig.from_dict(cfg))
+    term = trainer.loss_fn.losses[0]
+    assert isinstance(term, BorderWeightedCELoss) and (term.w0, term.sigma) == (10.0, 3.0)
+    stats = trainer.train_epoch(0)
+    trainer.close()
+    assert math.isfinite(stats["train_loss"]) and stats["train_loss"] > 0
+
+
 def test_bad_data_fails_before_training(tmp_path: Path) -> None:
     root = make_blobs(tmp_path / "bad", n=6)
     Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "masks" / "img002.png")  # label 7, 2 classes

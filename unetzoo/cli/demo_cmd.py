@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="fine-tune unet-efficientnet_lite0 on the bundled nuclei images (the main demo)",
         description="Fine-tune unet-efficientnet_lite0 with its offline ImageNet weights on the 100 nuclei "
-        "images shipped with unetzoo (20%% held out) and report held-out foreground IoU and Dice. "
+        "images shipped with unetzoo (20% held out) and report held-out foreground IoU and Dice. "
         "The recipe is configs/nuclei_demo.yaml; key=value arguments override it.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
