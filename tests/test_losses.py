@@ -322,3 +322,19 @@ def test_label_components_of_a_batch_beyond_float32s_exact_integers():
     assert ((labels > 0) == big).all()
     assert [len(set(labels[i][big[i]].tolist())) for i in range(3)] == [1, 2, 2]
     assert labels.max() < 2**24
+
+
+def test_the_border_weight_picture_is_drawn(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_border_weights.py"
+    spec = importlib.util.spec_from_file_location("plot_border_weights", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "w.png"
+    assert module.main(["-o", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 600
+    assert module.main(["--image", "no-such-image", "-o", str(out)]) == 2
