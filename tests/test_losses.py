@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi  # installed with scikit-image (a test extra): the reference below
 import torch
 import torch.nn.functional as F
 
@@ -192,9 +193,6 @@ def test_out_of_range_target_raises():
 
 # --- the original U-Net's border weights -------------------------------------------------------
 
-ndi = pytest.importorskip("scipy.ndimage", reason="scipy (installed with scikit-image, a test extra) gives the reference")
-
-
 def _blobs(seed: int, shape=(2, 40, 48), density=0.02, size=5) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     seeds = torch.rand(shape, generator=g) < density
@@ -323,18 +321,3 @@ def test_label_components_of_a_batch_beyond_float32s_exact_integers():
     assert [len(set(labels[i][big[i]].tolist())) for i in range(3)] == [1, 2, 2]
     assert labels.max() < 2**24
 
-
-def test_the_border_weight_picture_is_drawn(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_border_weights.py"
-    spec = importlib.util.spec_from_file_location("plot_border_weights", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path / "w.png"
-    assert module.main(["-o", str(out)]) == 0
-    from PIL import Image
-
-    assert Image.open(out).size[0] > 600
-    assert module.main(["--image", "no-such-image", "-o", str(out)]) == 2

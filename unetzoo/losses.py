@@ -14,6 +14,7 @@ loss (still attached to the graph) instead of NaN.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -162,9 +163,9 @@ def label_components(objects: Tensor) -> Tensor:
     if objects.ndim != 3:
         raise ValueError(f"objects must be N x H x W, got shape {tuple(objects.shape)}")
     n, h, w = objects.shape
-    per_call = max(1, (2**24 - 1) // (h * w))  # float32 holds every integer below 2^24 exactly
-    if h * w >= 2**24:
+    if h * w >= 2**24:  # float32 holds every integer below 2^24 exactly
         raise ValueError(f"label_components: a {h}x{w} image has too many pixels (at most 2^24 - 1)")
+    per_call = (2**24 - 1) // (h * w)
     if n > per_call:
         return torch.cat([label_components(chunk) for chunk in objects.split(per_call)])
     mask = objects[:, None]
@@ -173,7 +174,7 @@ def label_components(objects: Tensor) -> Tensor:
     while True:
         # Each pixel takes the largest label among its neighbours on the mask, then the label now
         # held by the pixel that label names (in the same region, and its label only grew): labels
-        # skip ahead along paths already travelled (about 2.5x fewer rounds on large regions).
+        # skip ahead along paths already travelled, so large regions need fewer rounds.
         grown = torch.where(mask, F.max_pool2d(labels, 3, 1, 1), 0.0)
         flat = grown.flatten()
         jumped = torch.where(mask, flat[(flat - 1).clamp_min(0).long()].view_as(grown), 0.0)
@@ -206,8 +207,7 @@ def border_weight_map(target: Tensor, *, w0: float = 10.0, sigma: float = 5.0, b
     """
     if target.ndim == 4 and target.shape[1] == 1:
         target = target[:, 0]
-    if sigma <= 0 or w0 < 0:
-        raise ValueError(f"border weights need sigma > 0 and w0 >= 0, got sigma={sigma}, w0={w0}")
+    _check_border_args(w0, sigma)
     valid = target != ignore_index
     base = torch.ones(target.shape, dtype=torch.float32, device=target.device)
     if class_weights is not None:
@@ -223,6 +223,22 @@ def border_weight_map(target: Tensor, *, w0: float = 10.0, sigma: float = 5.0, b
     return torch.where(valid & (target == background), base + border, base)
 
 
+def _check_border_args(w0: float, sigma: float) -> None:
+    if sigma <= 0 or w0 < 0:
+        raise ValueError(f"border weights need sigma > 0 and w0 >= 0, got sigma={sigma}, w0={w0}")
+
+
+@functools.lru_cache(maxsize=8)
+def _rings(radius: int) -> tuple[tuple[float, tuple[tuple[int, int], ...]], ...]:
+    """The offsets within ``radius`` (origin excluded), grouped by distance, nearest first."""
+    rings: dict[int, list[tuple[int, int]]] = {}
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if 0 < dy * dy + dx * dx <= radius * radius:
+                rings.setdefault(dy * dy + dx * dx, []).append((dy, dx))
+    return tuple((math.sqrt(q), tuple(rings[q])) for q in sorted(rings))
+
+
 def _two_nearest(labels: Tensor, radius: int) -> tuple[Tensor, Tensor]:
     """Euclidean distance from each pixel to its nearest and its second-nearest labelled region,
     searched exactly within ``radius`` (``inf`` beyond).
@@ -231,23 +247,17 @@ def _two_nearest(labels: Tensor, radius: int) -> tuple[Tensor, Tensor]:
     labels seen so far are kept: the first region has been reached once the max is positive, the
     second once max and min differ.
     """
-    n, h, w = labels.shape
-    rings: dict[int, list[tuple[int, int]]] = {}
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if 0 < dy * dy + dx * dx <= radius * radius:
-                rings.setdefault(dy * dy + dx * dx, []).append((dy, dx))
+    h, w = labels.shape[1:]
     high = F.pad(labels, (radius,) * 4)
     low = F.pad(torch.where(labels > 0, labels, math.inf), (radius,) * 4, value=math.inf)
     most, least = labels.clone(), torch.where(labels > 0, labels, math.inf)
     d1 = torch.where(labels > 0, 0.0, math.inf)
     d2 = torch.full_like(d1, math.inf)
-    for squared in sorted(rings):
-        for dy, dx in rings[squared]:
+    for distance, offsets in _rings(radius):
+        for dy, dx in offsets:
             rows, cols = slice(radius + dy, radius + dy + h), slice(radius + dx, radius + dx + w)
             torch.maximum(most, high[:, rows, cols], out=most)
             torch.minimum(least, low[:, rows, cols], out=least)
-        distance = math.sqrt(squared)
         d1 = torch.where(torch.isinf(d1) & (most > 0), distance, d1)
         d2 = torch.where(torch.isinf(d2) & (most > 0) & (most != least), distance, d2)
     return d1, d2
@@ -272,7 +282,7 @@ class BorderWeightedCELoss(_PixelLoss):
                  weight: Sequence[float] | Tensor | None = None, ignore_index: int = 255,
                  max_distance: float | None = None) -> None:
         super().__init__(weight, ignore_index)
-        border_weight_map(torch.zeros(1, 1, 1, dtype=torch.long), w0=w0, sigma=sigma)  # check the values now
+        _check_border_args(w0, sigma)
         self.w0, self.sigma, self.background, self.max_distance = w0, sigma, background, max_distance
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
