@@ -9,8 +9,16 @@ drawn tighter or looser around the same-looking nuclei), not a missed or invente
 
     python benchmarks/nuclei_boundary_oracle.py runs/demo/last [--images train]
 
-It also prints the pooled false-positive and missed pixel counts, and how many images want a
-non-zero shift; ``--images train`` asks the same of the split's training images.
+It also prints the pooled false-positive and missed pixel counts (and how many of them lie in
+whole invented or missed nuclei), and how many images want a non-zero shift; ``--images train`` asks the same of the split's training images.
+
+``--style-probe`` asks whether the image itself tells how loosely its masks were drawn. Each
+mask's *boundary level* is the median intensity on its inner 1-px ring, scaled so that the
+image's background is 0 and its nuclei are 1. A ridge regression from the intensity histogram,
+fitted on the training images' true masks, predicts the level of each held-out image; the
+prediction's threshold is then moved until its boundary sits at that level. The script prints
+how well the histogram and the model's own boundary predict the true level (correlation), and
+the pooled IoU with the predicted and with the true level (the latter is an oracle).
 """
 
 from __future__ import annotations
@@ -32,12 +40,93 @@ def _shift(mask: torch.Tensor, k: int) -> torch.Tensor:
     return grown if k > 0 else ~grown
 
 
+def _whole_object_pixels(pred: torch.Tensor, truth: torch.Tensor) -> tuple[int, int]:
+    """Pixels of predicted nuclei that touch no true one, and of true nuclei that no prediction touches."""
+    from unetzoo.losses import label_components
+
+    def untouched(objects: torch.Tensor, other: torch.Tensor) -> int:
+        labels = label_components(objects[None])[0]
+        touched = labels[objects & other].unique()
+        return int((objects & ~torch.isin(labels, touched)).sum())
+
+    return untouched(pred, truth), untouched(truth, pred)
+
+
+def _boundary_level(grey: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor) -> float:
+    """Median of ``grey`` on ``mask``'s inner ring, with 0 = background and 1 = the nuclei of ``reference``."""
+    ring = mask & ~_shift(mask, -1)
+    if not bool(ring.any()) or not bool(reference.any()) or bool(_shift(reference, 3).all()):
+        return float("nan")
+    background, nuclei = grey[~_shift(reference, 3)].median(), grey[reference].median()
+    return float(((grey[ring].median() - background) / (nuclei - background).clamp_min(1e-6)))
+
+
+def _histogram(grey: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    scaled = (grey - grey.min()) / (grey.max() - grey.min()).clamp_min(1e-6)
+    counts = torch.histc(scaled.float(), bins, 0, 1)
+    return counts / counts.sum()
+
+
+def _closest(thresholds: list[float], levels: list[float], target: float) -> float:
+    """The threshold whose mask's boundary level is nearest ``target`` (0 if none is defined)."""
+    candidates = [(abs(lv - target), t) for t, lv in zip(thresholds, levels) if lv == lv]  # skip NaN
+    return min(candidates)[1] if candidates and target == target else 0.0
+
+
+def _style_probe(model, val, held_out: list[int]) -> None:
+    base, train = val.dataset, [i for i in range(len(val.dataset)) if i not in set(held_out)]
+    features, levels = [], []
+    for i in train:
+        image, truth = base[i]
+        features.append(_histogram(image[0]))
+        levels.append(_boundary_level(image[0], truth == 1, truth == 1))
+    X, y = torch.stack(features).double(), torch.tensor(levels, dtype=torch.float64)
+    mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
+    A = torch.cat([(X - mean) / std, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    w = torch.linalg.solve(A.T @ A + torch.eye(A.shape[1], dtype=A.dtype), A.T @ y)  # ridge, lambda 1
+    thresholds = torch.linspace(-4, 4, 33).tolist()  # on the foreground-minus-background logit
+    totals = {"as predicted": [0, 0], "level from the histogram": [0, 0], "true level (oracle)": [0, 0]}
+    predicted_levels, model_levels, true_levels = [], [], []
+    with torch.no_grad():
+        for i in held_out:
+            image, truth = base[i]
+            truth = truth == 1
+            logits = model(image[None]).float()[0]
+            margin = logits[1] - logits[0]
+            grey, ref = image[0], margin > 0
+            feature = (_histogram(grey).double() - mean) / std
+            wanted = float(torch.cat([feature, feature.new_ones(1)]) @ w)
+            true_level = _boundary_level(grey, truth, truth)
+            at = [_boundary_level(grey, margin > t, ref) for t in thresholds]
+            predicted_levels.append(wanted)
+            model_levels.append(_boundary_level(grey, ref, ref))
+            true_levels.append(true_level)
+            for name, target in (("as predicted", None), ("level from the histogram", wanted),
+                                 ("true level (oracle)", true_level)):
+                t = 0.0 if target is None else _closest(thresholds, at, target)
+                pred = margin > t
+                totals[name][0] += int((pred & truth).sum())
+                totals[name][1] += int((pred | truth).sum())
+
+    def corr(a: list[float], b: list[float]) -> float:
+        pairs = torch.tensor([(x, z) for x, z in zip(a, b) if x == x and z == z], dtype=torch.float64)
+        return float(torch.corrcoef(pairs.T)[0, 1]) if len(pairs) > 2 else float("nan")  # a blank model: none
+
+    print("style probe (held-out images): how well is each image's true boundary level predicted?")
+    print(f"  correlation, histogram regression vs true level:  {corr(predicted_levels, true_levels):.3f}")
+    print(f"  correlation, the model's own boundary vs true level: {corr(model_levels, true_levels):.3f}")
+    for name, (inter, union) in totals.items():
+        print(f"  pooled foreground IoU, threshold set by {name + ':':27s} {inter / union:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a save_pretrained folder of a model trained with the demo recipe")
     p.add_argument("--max-shift", type=int, default=2, help="largest dilation/erosion in pixels (default 2)")
     p.add_argument("--images", choices=("held-out", "train"), default="held-out",
                    help="the demo split's held-out 20%% (default) or its 80%% training images, whole and unaugmented")
+    p.add_argument("--style-probe", action="store_true",
+                   help="also try to predict each held-out image's boundary level from its intensity histogram")
     args = p.parse_args(argv)
 
     import unetzoo
@@ -48,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(NUCLEI_DEMO)
     model = unetzoo.from_pretrained(args.model).eval()
     pre = builders.preprocessing_for(cfg)
-    val = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
+    val = full = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
     if args.images == "train":  # the same whole-image (validation) transform, on the other indices
         held_out = set(val.indices)
         val = Subset(val.dataset, [i for i in range(len(val.dataset)) if i not in held_out])
     shifts = range(-args.max_shift, args.max_shift + 1)
-    inter = union = inter_oracle = union_oracle = false_pos = false_neg = 0
+    inter = union = inter_oracle = union_oracle = false_pos = false_neg = false_pos_objects = false_neg_objects = 0
     chosen = []
     with torch.no_grad():
         for i in range(len(val)):
@@ -61,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             pred, truth = model(image[None]).argmax(1)[0].bool(), truth == 1
             inter, union = inter + int((pred & truth).sum()), union + int((pred | truth).sum())
             false_pos, false_neg = false_pos + int((pred & ~truth).sum()), false_neg + int((~pred & truth).sum())
+            invented, missed = _whole_object_pixels(pred, truth)
+            false_pos_objects, false_neg_objects = false_pos_objects + invented, false_neg_objects + missed
             scores = {k: (int((_shift(pred, k) & truth).sum()), int((_shift(pred, k) | truth).sum())) for k in shifts}
             best = max(shifts, key=lambda k: scores[k][0] / max(scores[k][1], 1))
             inter_oracle, union_oracle = inter_oracle + scores[best][0], union_oracle + scores[best][1]
@@ -68,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.images} images: {len(val)}")
     print(f"pooled foreground IoU as predicted:                       {inter / union:.4f}")
     print(f"false-positive pixels {false_pos}, missed (false-negative) pixels {false_neg}")
+    print(f"  of which whole nuclei: {false_pos_objects} in invented nuclei, {false_neg_objects} in missed ones")
     print(f"with the best per-image dilation/erosion (|k| <= {args.max_shift} px): {inter_oracle / union_oracle:.4f}")
     print("chosen shift per image (px; + = truth drawn looser than predicted):", " ".join(f"{k:+d}" for k in chosen))
     print(f"images whose best shift is not 0: {sum(k != 0 for k in chosen)} of {len(chosen)}")
+    if args.style_probe:
+        _style_probe(model, full, list(full.indices))
     return 0
 
 

@@ -42,5 +42,49 @@ def test_the_boundary_oracle_scores_held_out_and_training_images_apart(tmp_path,
         predicted = float(re.search(r"IoU as predicted: +([\d.]+)", out).group(1))
         oracle = float(re.search(r"\(\|k\| <= 1 px\): ([\d.]+)", out).group(1))
         assert oracle >= predicted  # a shift of 0 is among the oracle's choices
-        assert re.search(r"^false-positive pixels \d+, missed \(false-negative\) pixels \d+$", out, re.M)
+        fp, fn = map(int, re.search(r"^false-positive pixels (\d+), missed \(false-negative\) pixels (\d+)$", out, re.M).groups())
+        fp_objects, fn_objects = map(int, re.search(r"^  of which whole nuclei: (\d+) in invented nuclei, (\d+) in missed", out, re.M).groups())
+        assert fp_objects <= fp and fn_objects <= fn
     assert counts == {"held-out": 20, "train": 80}
+
+
+def test_the_boundary_level_is_the_inner_ring_on_a_background_to_nuclei_scale():
+    module = _script("nuclei_boundary_oracle")
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[8:20, 8:20] = True
+    grey = torch.full((32, 32), 10.0)  # background 10, nuclei 30, the inner 1-px ring 15
+    grey[mask] = 30.0
+    ring = mask & ~module._shift(mask, -1)
+    assert int(ring.sum()) == 4 * 11
+    grey[ring] = 15.0
+    # the nuclei's median is over the whole mask: 100 interior pixels at 30 against 44 ring pixels
+    assert module._boundary_level(grey, mask, mask) == (15 - 10) / (30 - 10)
+    assert module._closest([-1.0, 0.0, 1.0], [0.9, float("nan"), 0.4], 0.5) == 1.0
+    assert module._closest([-1.0, 1.0], [float("nan")] * 2, 0.5) == 0.0
+
+
+def test_whole_object_errors_count_only_nuclei_the_other_mask_never_touches():
+    module = _script("nuclei_boundary_oracle")
+    truth = torch.zeros(16, 16, dtype=torch.bool)
+    pred = torch.zeros(16, 16, dtype=torch.bool)
+    truth[1:4, 1:4] = True     # found, with a 1-px overhang in the prediction (not a whole object)
+    pred[1:4, 1:5] = True
+    truth[8:10, 8:10] = True   # missed: 4 pixels
+    pred[12:15, 1:3] = True    # invented: 6 pixels
+    truth[12:13, 12:16] = True  # found diagonally: 8-connected pieces count as one nucleus
+    truth[13:14, 11:12] = True
+    pred[12:13, 15:16] = True
+    assert module._whole_object_pixels(pred, truth) == (6, 4)
+
+
+def test_the_style_probe_reports_both_correlations_and_three_ious(tmp_path, capsys):
+    torch.manual_seed(0)
+    unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=[32, 16, 8, 8, 8]).save_pretrained(tmp_path / "m")
+    module = _script("nuclei_boundary_oracle")
+    assert module.main([str(tmp_path / "m"), "--max-shift", "0", "--style-probe"]) == 0
+    out = capsys.readouterr().out
+    as_predicted = float(re.search(r"IoU as predicted: +([\d.]+)", out).group(1))
+    probe = dict(re.findall(r"threshold set by (.+?): +([\d.]+)$", out, re.M))
+    assert set(probe) == {"as predicted", "level from the histogram", "true level (oracle)"}
+    assert abs(float(probe["as predicted"]) - as_predicted) < 1e-3  # threshold 0 is the argmax
+    assert len(re.findall(r"^  correlation, .+: +(-?[\d.]+|nan)$", out, re.M)) == 2
