@@ -88,3 +88,5 @@ def test_the_style_probe_reports_both_correlations_and_three_ious(tmp_path, caps
     assert set(probe) == {"as predicted", "level from the histogram", "true level (oracle)"}
     assert abs(float(probe["as predicted"]) - as_predicted) < 1e-3  # threshold 0 is the argmax
     assert len(re.findall(r"^  correlation, .+: +(-?[\d.]+|nan)$", out, re.M)) == 2
+    shared = float(re.search(r"best single threshold for all images \(oracle, [-+][\d.]+\): ([\d.]+)$", out, re.M).group(1))
+    assert shared >= float(probe["as predicted"]) - 1e-4  # threshold 0 is among its choices
