@@ -25,11 +25,12 @@ the one threshold, shared by all images, that suits the held-out images best (al
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Subset
 
 
 def _shift(mask: torch.Tensor, k: int) -> torch.Tensor:
@@ -55,10 +56,10 @@ def _whole_object_pixels(pred: torch.Tensor, truth: torch.Tensor) -> tuple[int, 
 
 def _boundary_level(grey: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor) -> float:
     """Median of ``grey`` on ``mask``'s inner ring, with 0 = background and 1 = the nuclei of ``reference``."""
-    ring = mask & ~_shift(mask, -1)
-    if not bool(ring.any()) or not bool(reference.any()) or bool(_shift(reference, 3).all()):
+    ring, far = mask & ~_shift(mask, -1), ~_shift(reference, 3)
+    if not bool(ring.any()) or not bool(reference.any()) or not bool(far.any()):
         return float("nan")
-    background, nuclei = grey[~_shift(reference, 3)].median(), grey[reference].median()
+    background, nuclei = grey[far].median(), grey[reference].median()
     return float(((grey[ring].median() - background) / (nuclei - background).clamp_min(1e-6)))
 
 
@@ -68,50 +69,50 @@ def _histogram(grey: torch.Tensor, bins: int = 32) -> torch.Tensor:
     return counts / counts.sum()
 
 
-def _closest(thresholds: list[float], levels: list[float], target: float) -> float:
+def _closest(levels: dict[float, float], target: float) -> float:
     """The threshold whose mask's boundary level is nearest ``target`` (0 if none is defined)."""
-    candidates = [(abs(lv - target), t) for t, lv in zip(thresholds, levels) if lv == lv]  # skip NaN
+    candidates = [(abs(level - target), t) for t, level in levels.items() if level == level]  # skip NaN
     return min(candidates)[1] if candidates and target == target else 0.0
 
 
-def _style_probe(model, val, held_out: list[int]) -> None:
-    base, train = val.dataset, [i for i in range(len(val.dataset)) if i not in set(held_out)]
+Sample = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _style_probe(sample: Sample, margin: Callable[[int], torch.Tensor], train: list[int], held_out: list[int]) -> None:
+    """``sample(i)``: image ``i`` and its boolean truth; ``margin(i)``: its foreground-minus-background logit."""
     features, levels = [], []
     for i in train:
-        image, truth = base[i]
+        image, truth = sample(i)
         features.append(_histogram(image[0]))
-        levels.append(_boundary_level(image[0], truth == 1, truth == 1))
+        levels.append(_boundary_level(image[0], truth, truth))
     X, y = torch.stack(features).double(), torch.tensor(levels, dtype=torch.float64)
     mean, std = X.mean(0), X.std(0).clamp_min(1e-6)
     A = torch.cat([(X - mean) / std, torch.ones(len(X), 1, dtype=X.dtype)], 1)
     w = torch.linalg.solve(A.T @ A + torch.eye(A.shape[1], dtype=A.dtype), A.T @ y)  # ridge, lambda 1
-    thresholds = torch.linspace(-4, 4, 33).tolist()  # on the foreground-minus-background logit
+    thresholds = torch.linspace(-4, 4, 33).tolist()  # on the margin; 0.0 (the argmax) is among them
     totals = {"as predicted": [0, 0], "level from the histogram": [0, 0], "true level (oracle)": [0, 0]}
-    predicted_levels, model_levels, true_levels = [], [], []
     shared = {t: [0, 0] for t in thresholds}  # one threshold for every image
-    with torch.no_grad():
-        for i in held_out:
-            image, truth = base[i]
-            truth = truth == 1
-            logits = model(image[None]).float()[0]
-            margin = logits[1] - logits[0]
-            grey, ref = image[0], margin > 0
-            feature = (_histogram(grey).double() - mean) / std
-            wanted = float(torch.cat([feature, feature.new_ones(1)]) @ w)
-            true_level = _boundary_level(grey, truth, truth)
-            at = [_boundary_level(grey, margin > t, ref) for t in thresholds]
-            for t in thresholds:
-                shared[t][0] += int(((margin > t) & truth).sum())
-                shared[t][1] += int(((margin > t) | truth).sum())
-            predicted_levels.append(wanted)
-            model_levels.append(_boundary_level(grey, ref, ref))
-            true_levels.append(true_level)
-            for name, target in (("as predicted", None), ("level from the histogram", wanted),
-                                 ("true level (oracle)", true_level)):
-                t = 0.0 if target is None else _closest(thresholds, at, target)
-                pred = margin > t
-                totals[name][0] += int((pred & truth).sum())
-                totals[name][1] += int((pred | truth).sum())
+    predicted_levels, model_levels, true_levels = [], [], []
+    for i in held_out:
+        (image, truth), m = sample(i), margin(i)
+        grey, ref = image[0], m > 0
+        counts, at = {}, {}  # per threshold: (intersection, union) and the boundary level
+        for t in thresholds:
+            pred = m > t
+            counts[t] = int((pred & truth).sum()), int((pred | truth).sum())
+            at[t] = _boundary_level(grey, pred, ref)
+            shared[t][0] += counts[t][0]
+            shared[t][1] += counts[t][1]
+        feature = (_histogram(grey).double() - mean) / std
+        wanted = float(torch.cat([feature, feature.new_ones(1)]) @ w)
+        true_level = _boundary_level(grey, truth, truth)
+        predicted_levels.append(wanted)
+        model_levels.append(at[0.0])
+        true_levels.append(true_level)
+        for name, t in (("as predicted", 0.0), ("level from the histogram", _closest(at, wanted)),
+                        ("true level (oracle)", _closest(at, true_level))):
+            totals[name][0] += counts[t][0]
+            totals[name][1] += counts[t][1]
 
     def corr(a: list[float], b: list[float]) -> float:
         pairs = torch.tensor([(x, z) for x, z in zip(a, b) if x == x and z == z], dtype=torch.float64)
@@ -145,26 +146,37 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.from_dict(NUCLEI_DEMO)
     model = unetzoo.from_pretrained(args.model).eval()
     pre = builders.preprocessing_for(cfg)
-    val = full = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
-    if args.images == "train":  # the same whole-image (validation) transform, on the other indices
-        held_out = set(val.indices)
-        val = Subset(val.dataset, [i for i in range(len(val.dataset)) if i not in held_out])
+    split = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
+    # the validation transform (whole, unaugmented images) over every image of the set
+    dataset, held_out = split.dataset, list(split.indices)
+    train = [i for i in range(len(dataset)) if i not in set(held_out)]
+
+    @functools.cache
+    def sample(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, truth = dataset[i]
+        return image, truth == 1
+
+    @functools.cache
+    def margin(i: int) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(sample(i)[0][None]).float()[0]
+        return logits[1] - logits[0]  # > 0 exactly where the argmax is foreground
+
+    images = held_out if args.images == "held-out" else train
     shifts = range(-args.max_shift, args.max_shift + 1)
     inter = union = inter_oracle = union_oracle = false_pos = false_neg = false_pos_objects = false_neg_objects = 0
     chosen = []
-    with torch.no_grad():
-        for i in range(len(val)):
-            image, truth = val[i]
-            pred, truth = model(image[None]).argmax(1)[0].bool(), truth == 1
-            inter, union = inter + int((pred & truth).sum()), union + int((pred | truth).sum())
-            false_pos, false_neg = false_pos + int((pred & ~truth).sum()), false_neg + int((~pred & truth).sum())
-            invented, missed = _whole_object_pixels(pred, truth)
-            false_pos_objects, false_neg_objects = false_pos_objects + invented, false_neg_objects + missed
-            scores = {k: (int((_shift(pred, k) & truth).sum()), int((_shift(pred, k) | truth).sum())) for k in shifts}
-            best = max(shifts, key=lambda k: scores[k][0] / max(scores[k][1], 1))
-            inter_oracle, union_oracle = inter_oracle + scores[best][0], union_oracle + scores[best][1]
-            chosen.append(best)
-    print(f"{args.images} images: {len(val)}")
+    for i in images:
+        pred, truth = margin(i) > 0, sample(i)[1]
+        inter, union = inter + int((pred & truth).sum()), union + int((pred | truth).sum())
+        false_pos, false_neg = false_pos + int((pred & ~truth).sum()), false_neg + int((~pred & truth).sum())
+        invented, missed = _whole_object_pixels(pred, truth)
+        false_pos_objects, false_neg_objects = false_pos_objects + invented, false_neg_objects + missed
+        scores = {k: (int((_shift(pred, k) & truth).sum()), int((_shift(pred, k) | truth).sum())) for k in shifts}
+        best = max(shifts, key=lambda k: scores[k][0] / max(scores[k][1], 1))
+        inter_oracle, union_oracle = inter_oracle + scores[best][0], union_oracle + scores[best][1]
+        chosen.append(best)
+    print(f"{args.images} images: {len(images)}")
     print(f"pooled foreground IoU as predicted:                       {inter / union:.4f}")
     print(f"false-positive pixels {false_pos}, missed (false-negative) pixels {false_neg}")
     print(f"  of which whole nuclei: {false_pos_objects} in invented nuclei, {false_neg_objects} in missed ones")
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print("chosen shift per image (px; + = truth drawn looser than predicted):", " ".join(f"{k:+d}" for k in chosen))
     print(f"images whose best shift is not 0: {sum(k != 0 for k in chosen)} of {len(chosen)}")
     if args.style_probe:
-        _style_probe(model, full, list(full.indices))
+        _style_probe(sample, margin, train, held_out)
     return 0
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -30,13 +31,20 @@ def test_the_border_weight_picture_is_drawn_and_timed(tmp_path, capsys):
     assert module.main(["--image", "no-such-image", "-o", str(out), "--no-timing"]) == 2
 
 
-def test_the_boundary_oracle_scores_held_out_and_training_images_apart(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A small random-init two-class model in save_pretrained format (the scripts only need one)."""
     torch.manual_seed(0)
-    unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=[32, 16, 8, 8, 8]).save_pretrained(tmp_path / "m")
+    path = tmp_path_factory.mktemp("oracle") / "m"
+    unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=[32, 16, 8, 8, 8]).save_pretrained(path)
+    return str(path)
+
+
+def test_the_boundary_oracle_scores_held_out_and_training_images_apart(tiny_model, capsys):
     module = _script("nuclei_boundary_oracle")
     counts = {}
     for images in ("held-out", "train"):
-        assert module.main([str(tmp_path / "m"), "--images", images, "--max-shift", "1"]) == 0
+        assert module.main([tiny_model, "--images", images, "--max-shift", "1"]) == 0
         out = capsys.readouterr().out
         counts[images] = int(re.search(rf"^{images} images: (\d+)$", out, re.M).group(1))
         predicted = float(re.search(r"IoU as predicted: +([\d.]+)", out).group(1))
@@ -59,8 +67,8 @@ def test_the_boundary_level_is_the_inner_ring_on_a_background_to_nuclei_scale():
     grey[ring] = 15.0
     # the nuclei's median is over the whole mask: 100 interior pixels at 30 against 44 ring pixels
     assert module._boundary_level(grey, mask, mask) == (15 - 10) / (30 - 10)
-    assert module._closest([-1.0, 0.0, 1.0], [0.9, float("nan"), 0.4], 0.5) == 1.0
-    assert module._closest([-1.0, 1.0], [float("nan")] * 2, 0.5) == 0.0
+    assert module._closest({-1.0: 0.9, 0.0: float("nan"), 1.0: 0.4}, 0.5) == 1.0
+    assert module._closest({-1.0: float("nan"), 1.0: float("nan")}, 0.5) == 0.0
 
 
 def test_whole_object_errors_count_only_nuclei_the_other_mask_never_touches():
@@ -77,11 +85,9 @@ def test_whole_object_errors_count_only_nuclei_the_other_mask_never_touches():
     assert module._whole_object_pixels(pred, truth) == (6, 4)
 
 
-def test_the_style_probe_reports_both_correlations_and_three_ious(tmp_path, capsys):
-    torch.manual_seed(0)
-    unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=[32, 16, 8, 8, 8]).save_pretrained(tmp_path / "m")
+def test_the_style_probe_reports_both_correlations_and_three_ious(tiny_model, capsys):
     module = _script("nuclei_boundary_oracle")
-    assert module.main([str(tmp_path / "m"), "--max-shift", "0", "--style-probe"]) == 0
+    assert module.main([tiny_model, "--max-shift", "0", "--style-probe"]) == 0
     out = capsys.readouterr().out
     as_predicted = float(re.search(r"IoU as predicted: +([\d.]+)", out).group(1))
     probe = dict(re.findall(r"threshold set by (.+?): +([\d.]+)$", out, re.M))
