@@ -18,7 +18,7 @@ NUCLEI_DEMO: dict[str, Any] = {
         "pretrained": True,
         "num_classes": 2,
         "in_chans": 3,
-        "options": {"decoder_channels": [128, 64, 32, 16], "decoder_norm": "bn", "align_corners": False},
+        "options": {"decoder_channels": [128, 64, 32, 16], "decoder_norm": "gn", "align_corners": False},
     },
     "data": {
         "kind": "folder",
@@ -28,7 +28,7 @@ NUCLEI_DEMO: dict[str, Any] = {
         "transforms": {"size": 128, "scale": None, "hflip": 0.5, "vflip": 0.5},
     },
     "loss": {"name": "ce+dice"},
-    "optimizer": {"name": "adamw", "lr": 0.002, "encoder_lr": 0.001, "weight_decay": 0.0001},
+    "optimizer": {"name": "adamw", "lr": 0.004, "encoder_lr": 0.001, "weight_decay": 0.0001},
     "schedule": {"name": "cosine", "warmup_epochs": 1},
     "epochs": 16,
     "freeze_epochs": 2,
