@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         false_pos, false_neg = false_pos + int((pred & ~truth).sum()), false_neg + int((~pred & truth).sum())
         invented, missed = _whole_object_pixels(pred, truth)
         false_pos_objects, false_neg_objects = false_pos_objects + invented, false_neg_objects + missed
-        scores = {k: (int((_shift(pred, k) & truth).sum()), int((_shift(pred, k) | truth).sum())) for k in shifts}
+        shifted = {k: _shift(pred, k) for k in shifts}
+        scores = {k: (int((m & truth).sum()), int((m | truth).sum())) for k, m in shifted.items()}
         best = max(shifts, key=lambda k: scores[k][0] / max(scores[k][1], 1))
         inter_oracle, union_oracle = inter_oracle + scores[best][0], union_oracle + scores[best][1]
         chosen.append(best)
