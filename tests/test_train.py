@@ -214,9 +214,10 @@ def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "epochz=3"]) == 2
 
 
-def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str]) -> tuple[float, float]:
+def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str], tta: bool = False) -> tuple[float, float]:
     """Foreground IoU over ``stems`` (pooled, and the mean of per-image IoUs) with plain numpy
-    (no unetzoo data or metrics code)."""
+    (no unetzoo data or metrics code); ``tta`` averages the logits of the image and its
+    horizontal, vertical and double flips, each flipped back with numpy."""
     model = unetzoo.from_pretrained(model_dir)
     pre = unetzoo.transforms_for(model)
     inter = union = 0
@@ -224,8 +225,14 @@ def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str]) -> tuple[
     for stem in stems:
         image = torch.from_numpy(np.array(Image.open(root / "images" / f"{stem}.png").convert("RGB")))
         x = pre(image.permute(2, 0, 1))[None]
-        with torch.no_grad():
-            pred = model(x)[0].argmax(0).numpy() == 1
+        flips = [(), (1,), (0,), (0, 1)] if tta else [()]  # axes of the HxW arrays
+        logits = 0
+        for axes in flips:
+            flipped = torch.from_numpy(np.ascontiguousarray(np.flip(x.numpy(), [a + 2 for a in axes])))
+            with torch.no_grad():
+                y = model(flipped)[0].numpy()
+            logits = logits + np.flip(y, [a + 1 for a in axes])
+        pred = logits.argmax(0) == 1
         truth = np.asarray(Image.open(root / "masks" / f"{stem}.png")) > 127
         inter += (pred & truth).sum()
         union += (pred | truth).sum()
@@ -251,3 +258,16 @@ def test_eval_cli_matches_an_independent_computation(run, blobs: Path, tmp_path:
     assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tile", "16", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["metrics"]["pixel_accuracy"] == pytest.approx(
         metrics["pixel_accuracy"], abs=0.05)
+
+
+def test_eval_cli_flip_averaging_matches_an_independent_computation(run, blobs: Path, tmp_path: Path) -> None:
+    report = tmp_path / "m.json"
+    stems = sorted(p.stem for p in (blobs / "images").glob("*.png"))
+    averaged = _independent_fg_iou(run.last_dir, blobs, stems, tta=True)
+    assert averaged != _independent_fg_iou(run.last_dir, blobs, stems)  # the flips change predictions here
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tta", "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    assert (metrics["fg_iou"], metrics["image_fg_iou"]) == pytest.approx(averaged, abs=1e-6)
+    # the tiled path averages the same flips (16 px tiles on 32 px images: close, not equal)
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tta", "--tile", "16", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["metrics"]["fg_iou"] == pytest.approx(averaged[0], abs=0.05)

@@ -24,7 +24,7 @@ DEFAULT_TILE = 512
 #: default tile of valid-convolution networks: the 2015 paper's 572x572 (388x388 out)
 DEFAULT_VALID_TILE = 572
 # flips averaged by test-time augmentation: none, horizontal, vertical, both
-_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def predict(
@@ -176,7 +176,7 @@ class _Forward:
 
     def __init__(self, model, device, dtype, tta: bool, activation) -> None:
         self.model, self.device, self.activation = model, device, activation
-        self.flips = _TTA_FLIPS if tta else ((),)
+        self.flips = TTA_FLIPS if tta else ((),)
         use_autocast = dtype is not None and dtype != torch.float32
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if use_autocast else contextlib.nullcontext

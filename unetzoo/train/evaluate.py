@@ -68,16 +68,27 @@ def center_crop_like(masks: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return masks[..., top:top + h, left:left + w]
 
 
-def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: torch.dtype | None) -> torch.Tensor:
+def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: torch.dtype | None,
+            tta: bool = False) -> torch.Tensor:
     """Whole-image logits; tiled (:func:`unetzoo.predict`) for images above ``tile`` and for
-    valid-convolution networks, whose overlap-tile inference keeps the output at the input's size."""
+    valid-convolution networks, whose overlap-tile inference keeps the output at the input's size.
+    ``tta`` averages the logits over the flips of :func:`unetzoo.predict`'s ``tta``."""
     valid_conv = getattr(model, "border", 0) > 0
     if not valid_conv and (tile is None or max(images.shape[-2:]) <= tile):
-        return model(images)
+        if not tta:
+            return model(images)
+        from unetzoo.inference.predict import TTA_FLIPS
+
+        total = None
+        for dims in TTA_FLIPS:
+            y = model(images.flip(dims) if dims else images).float()
+            y = y.flip(dims) if dims else y
+            total = y if total is None else total.add_(y)
+        return total / len(TTA_FLIPS)
     from unetzoo.inference import predict
 
     size = None if valid_conv else tile  # predict's default tile for valid networks (572)
-    return torch.stack([predict(model, image, tile=size, output="logits", dtype=dtype) for image in images])
+    return torch.stack([predict(model, image, tile=size, output="logits", dtype=dtype, tta=tta) for image in images])
 
 
 @torch.no_grad()
@@ -94,6 +105,7 @@ def evaluate(
     keep: int = 0,
     channels_last: bool = False,
     progress: bool = False,
+    tta: bool = False,
 ) -> EvalResult:
     """Run ``model`` over ``loader`` and compute the metrics of all processes together.
 
@@ -109,6 +121,7 @@ def evaluate(
         keep: how many samples to return for the overlay grid.
         channels_last: feed inputs in channels-last memory format.
         progress: show a tqdm bar.
+        tta: average the logits over horizontal, vertical and both flips (4 passes per image).
     """
     from tqdm.auto import tqdm
 
@@ -128,7 +141,7 @@ def evaluate(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast or contextlib.nullcontext():
-                logits = _logits(model, images, tile, dtype)
+                logits = _logits(model, images, tile, dtype, tta)
                 if loss_fn is not None:
                     loss_sum += float(loss_fn(logits, masks))
                     batches += 1
