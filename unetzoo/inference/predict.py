@@ -27,6 +27,22 @@ DEFAULT_VALID_TILE = 572
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
+def flip_averaged(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, flips: tuple[tuple[int, ...], ...] = TTA_FLIPS
+) -> torch.Tensor:
+    """The mean over ``flips`` of ``forward`` on the flipped ``x``, each output flipped back (float32).
+
+    ``forward`` maps an ``N x C x H x W`` batch to outputs of the same height and width; with the
+    single flip ``()`` this is ``forward(x).float()``.
+    """
+    total = None
+    for dims in flips:
+        y = forward(x.flip(dims) if dims else x).float()
+        y = y.flip(dims) if dims else y
+        total = y if total is None else total.add_(y)
+    return total / len(flips) if len(flips) > 1 else total
+
+
 def predict(
     model: nn.Module,
     image: np.ndarray | torch.Tensor,
@@ -183,17 +199,13 @@ class _Forward:
         )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        total = None
-        for dims in self.flips:
-            with self.autocast():
-                y = self.model(x.flip(dims) if dims else x)
-            y = y.float()
-            if self.activation is not None:
-                y = self.activation(y)
-            y = y.flip(dims) if dims else y
-            total = y if total is None else total.add_(y)
-        return total / len(self.flips) if len(self.flips) > 1 else total
+        return flip_averaged(self._one, x.to(self.device, non_blocking=True), self.flips)
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            y = self.model(x)
+        y = y.float()
+        return self.activation(y) if self.activation is not None else y
 
 
 def _batches(py: AxisPlan, px: AxisPlan, size: int) -> Iterator[list[tuple[int, int]]]:

@@ -77,14 +77,9 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
     if not valid_conv and (tile is None or max(images.shape[-2:]) <= tile):
         if not tta:
             return model(images)
-        from unetzoo.inference.predict import TTA_FLIPS
+        from unetzoo.inference.predict import flip_averaged
 
-        total = None
-        for dims in TTA_FLIPS:
-            y = model(images.flip(dims) if dims else images).float()
-            y = y.flip(dims) if dims else y
-            total = y if total is None else total.add_(y)
-        return total / len(TTA_FLIPS)
+        return flip_averaged(model, images)
     from unetzoo.inference import predict
 
     size = None if valid_conv else tile  # predict's default tile for valid networks (572)
