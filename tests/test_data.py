@@ -13,6 +13,7 @@ from torchvision import tv_tensors
 from unetzoo.data import (
     DataError,
     DRIVEDataset,
+    RandomTranspose,
     SegmentationFolder,
     VOCSegmentation,
     build_transforms,
@@ -223,6 +224,50 @@ def test_padding_fills_ignore_and_transforms_are_seeded():
     other = t(*_aligned_sample())
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], other[0])
+
+
+def _dihedral(a: np.ndarray) -> list[np.ndarray]:
+    """The 8 symmetries of the square applied to ``a``: 4 rotations, each with and without a mirror."""
+    rotations = [np.rot90(a, k) for k in range(4)]
+    return rotations + [np.fliplr(r) for r in rotations]
+
+
+def test_transpose_with_flips_draws_all_eight_symmetries_evenly():
+    values = torch.arange(16).view(4, 4)  # no symmetry of its own: all 8 images differ
+    expected = {r.tobytes(): r for r in (np.ascontiguousarray(x) for x in _dihedral(values.numpy()))}
+    assert len(expected) == 8
+    t = build_transforms(True, scale=None, hflip=0.5, vflip=0.5, transpose=0.5)
+    counts: dict[bytes, int] = {}
+    torch.manual_seed(0)
+    draws = 800
+    for _ in range(draws):
+        image, mask = t(tv_tensors.Image(values.float().div(255).expand(3, -1, -1).clone()), tv_tensors.Mask(values))
+        assert torch.equal((image[0] * 255).round().long(), mask)  # image and mask moved together
+        key = np.ascontiguousarray(mask.numpy()).tobytes()
+        assert key in expected, f"not a symmetry of the square:\n{mask}"
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 8, f"only {len(counts)} of the 8 symmetries drawn"
+    assert all(0.08 < c / draws < 0.17 for c in counts.values()), sorted(c / draws for c in counts.values())
+    with pytest.raises(TypeError, match="images and masks"):
+        RandomTranspose(1.0)(tv_tensors.BoundingBoxes([[0, 0, 2, 3]], format="XYXY", canvas_size=(4, 4)))
+    with pytest.raises(ValueError, match="probability"):
+        RandomTranspose(1.5)
+
+
+def test_elastic_deformation_keeps_image_and_mask_aligned():
+    image, mask = _aligned_sample(64)
+    off = build_transforms(True, scale=None, hflip=0.0, elastic=0.0)
+    assert torch.equal(off(image, mask)[1], mask)
+    t = build_transforms(True, scale=None, hflip=0.0, elastic=1.0, elastic_alpha=50.0, elastic_sigma=5.0)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        warped_image, warped = t(image, mask)
+        moved = (warped != mask).float().mean().item()
+        assert 0.005 < moved < 0.3, f"seed {seed}: {moved:.1%} of the mask changed"
+        valid = warped != 255
+        recovered = (warped_image[0] * 2).round().long()
+        assert (recovered[valid] == warped[valid]).float().mean() > 0.97
+        assert set(warped.unique().tolist()) <= {0, 1, 2, 255}  # nearest-neighbour labels, ignore fill
 
 
 def test_normalisation_and_eval_resize():

@@ -64,6 +64,24 @@ def test_config_overrides_are_typed() -> None:
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # round trip
 
 
+def test_config_augmentations_reach_the_training_pipeline(blobs: Path) -> None:
+    from torchvision.transforms import v2
+
+    from unetzoo.data import RandomTranspose
+    from unetzoo.train.builders import build_datasets
+
+    cfg = load_config(None, [f"data.root={blobs}", "data.transforms.transpose=0.25", "data.transforms.elastic=0.3",
+                             "data.transforms.elastic_alpha=40", "data.transforms.elastic_sigma=4"])
+    steps = build_datasets(cfg.data, num_classes=2, in_chans=3, mean=[0.5], std=[0.25]).train.dataset.transform.transforms
+    (transpose,) = [s for s in steps if isinstance(s, RandomTranspose)]
+    (elastic,) = [s for s in steps if isinstance(s, v2.RandomApply)]
+    assert transpose.p == 0.25 and elastic.p == 0.3
+    assert elastic.transforms[0].alpha == [40.0, 40.0] and elastic.transforms[0].sigma == [4.0, 4.0]
+    plain = build_datasets(load_config(None, [f"data.root={blobs}"]).data, num_classes=2, in_chans=3,
+                           mean=[0.5], std=[0.25]).train.dataset.transform.transforms
+    assert not any(isinstance(s, (RandomTranspose, v2.RandomApply)) for s in plain)  # both off by default
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)

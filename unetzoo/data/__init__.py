@@ -14,7 +14,7 @@ from unetzoo.data.collate import pad_collate
 from unetzoo.data.datasets import PairedDataset, SegmentationFolder, split_dataset
 from unetzoo.data.drive import DRIVEDataset
 from unetzoo.data.io import DataError, map_labels, read_image, read_mask
-from unetzoo.data.transforms import Normalize, build_transforms
+from unetzoo.data.transforms import Normalize, RandomTranspose, build_transforms
 from unetzoo.data.validate import DataProblem, ValidationReport, validate_dataset
 from unetzoo.data.voc import VOC_CLASSES, VOCSegmentation
 
@@ -25,6 +25,7 @@ __all__ = [
     "DataProblem",
     "Normalize",
     "PairedDataset",
+    "RandomTranspose",
     "SegmentationFolder",
     "VOCSegmentation",
     "ValidationReport",

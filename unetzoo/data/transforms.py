@@ -18,7 +18,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-__all__ = ["Normalize", "build_transforms"]
+__all__ = ["Normalize", "RandomTranspose", "build_transforms"]
 
 _BILINEAR = v2.InterpolationMode.BILINEAR  # images; v2 always resamples masks with nearest
 
@@ -68,6 +68,40 @@ class Normalize(v2.Transform):
         return f"mean={self.mean}, std={self.std}"
 
 
+class RandomTranspose(v2.Transform):
+    """Swap height and width (a reflection about the main diagonal) with probability ``p``.
+
+    With horizontal and vertical flips at probability 0.5 each, a transpose at 0.5 makes every
+    one of the square's 8 symmetries (the 90-degree rotations and the reflections) equally
+    likely: lossless rotation augmentation for data with no preferred orientation, such as
+    microscopy. Images and masks move together; boxes and key points are refused, since
+    swapping their tensor axes would not transpose them.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p}")
+        self.p = p
+
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        for inpt in flat_inputs:
+            if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.KeyPoints)):
+                raise TypeError(f"RandomTranspose handles images and masks only, not {type(inpt).__name__}")
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"apply": bool(torch.rand(()) < self.p)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"] or not isinstance(inpt, torch.Tensor):
+            return inpt
+        out = inpt.transpose(-1, -2).contiguous()
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -84,16 +118,22 @@ def build_transforms(
     scale: tuple[float, float] | None = (0.5, 2.0),
     hflip: float = 0.5,
     vflip: float = 0.0,
+    transpose: float = 0.0,
     rotation: float = 0.0,
+    elastic: float = 0.0,
+    elastic_alpha: float = 30.0,
+    elastic_sigma: float = 5.0,
     color_jitter: float = 0.0,
     ignore_index: int = 255,
 ) -> v2.Compose:
     """The joint image/mask pipeline for training or evaluation.
 
-    Training, in order: random scale (with ``size``: the image is resized to fit ``size``
-    times a factor drawn from ``scale``, then a ``size`` crop is taken, padding with 0 /
+    Training, in order: an elastic deformation of the whole image (with probability
+    ``elastic``), random scale (with ``size``: the image is resized to fit ``size`` times a
+    factor drawn from ``scale``, then a ``size`` crop is taken, padding with 0 /
     ``ignore_index`` where needed; without ``size``: a random zoom by ``scale`` keeping the
-    canvas), rotation by up to ``rotation`` degrees, flips, colour jitter, normalisation.
+    canvas), rotation by up to ``rotation`` degrees, transpose, flips, colour jitter,
+    normalisation.
     Evaluation: resize to ``size`` when given (else untouched), normalisation.
 
     Args:
@@ -105,7 +145,14 @@ def build_transforms(
         scale: range of the random scale factor; ``None`` disables scaling.
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
+        transpose: probability of swapping height and width (:class:`RandomTranspose`; with
+            both flips at 0.5 and this at 0.5, all 8 symmetries of the square are equally likely).
         rotation: maximum rotation in degrees (0 disables it).
+        elastic: probability of an elastic deformation (the original U-Net paper's main
+            augmentation; ``v2.ElasticTransform``, pixels pulled in from outside the image get
+            0 / ``ignore_index``).
+        elastic_alpha: its displacement strength (``v2.ElasticTransform``'s ``alpha``).
+        elastic_sigma: its smoothness, the Gaussian's standard deviation in pixels.
         color_jitter: strength of brightness/contrast/saturation jitter (0 disables it).
         ignore_index: mask value for pixels created by padding or rotation.
 
@@ -119,7 +166,12 @@ def build_transforms(
     fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index}
     steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]  # images only; masks keep their dtype
     if train:
+        if elastic > 0:
+            deform = v2.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma, interpolation=_BILINEAR, fill=fill)
+            steps.append(v2.RandomApply([deform], p=elastic))
         steps += _geometric(size, scale, rotation, fill)
+        if transpose > 0:
+            steps.append(RandomTranspose(transpose))
         if hflip > 0:
             steps.append(v2.RandomHorizontalFlip(hflip))
         if vflip > 0:

@@ -102,7 +102,8 @@ def build_datasets(
     t = cfg.transforms
     train_t = build_transforms(
         True, mean=mean, std=std, size=t.size, scale=t.scale, hflip=t.hflip, vflip=t.vflip,
-        rotation=t.rotation, color_jitter=t.color_jitter, ignore_index=cfg.ignore_index,
+        transpose=t.transpose, rotation=t.rotation, elastic=t.elastic, elastic_alpha=t.elastic_alpha,
+        elastic_sigma=t.elastic_sigma, color_jitter=t.color_jitter, ignore_index=cfg.ignore_index,
     )
     val_t = build_transforms(False, mean=mean, std=std, size=t.eval_size, ignore_index=cfg.ignore_index)
     train_base = _reader(cfg, cfg.root, cfg.split, in_chans)

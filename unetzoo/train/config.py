@@ -61,7 +61,11 @@ class TransformsSection:
     scale: list[float] | None = field(default_factory=lambda: [0.5, 2.0])
     hflip: float = 0.5
     vflip: float = 0.0
+    transpose: float = 0.0  # swap height and width; with both flips: all 8 square symmetries
     rotation: float = 0.0
+    elastic: float = 0.0  # probability of an elastic deformation (the U-Net paper's augmentation)
+    elastic_alpha: float = 30.0
+    elastic_sigma: float = 5.0
     color_jitter: float = 0.0
     mean: list[float] | None = None
     std: list[float] | None = None
