@@ -52,6 +52,8 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         load_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="freeze_epochs"):
         load_config(None, ["epochs=2", "freeze_epochs=3"])
+    with pytest.raises(ConfigError, match=r"data.transforms.elastic is a probability in \[0, 1\], got 1.5"):
+        load_config(None, ["data.transforms.elastic=1.5"])
 
 
 def test_config_overrides_are_typed() -> None:

@@ -190,6 +190,10 @@ class TrainConfig:
             (self.data.kind == "folder" or self.data.val_root is None,
              f"data.val_root is for data.kind=folder; for {self.data.kind} give data.val_split"),
         ]
+        t = self.data.transforms
+        for key in ("hflip", "vflip", "transpose", "elastic"):
+            p = getattr(t, key)
+            checks.append((0.0 <= p <= 1.0, f"data.transforms.{key} is a probability in [0, 1], got {p}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
