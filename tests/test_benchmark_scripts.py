@@ -96,3 +96,16 @@ def test_the_style_probe_reports_both_correlations_and_three_ious(tiny_model, ca
     assert len(re.findall(r"^  correlation, .+: +(-?[\d.]+|nan)$", out, re.M)) == 2
     shared = float(re.search(r"best single threshold for all images \(oracle, [-+][\d.]+\): ([\d.]+)$", out, re.M).group(1))
     assert shared >= float(probe["as predicted"]) - 1e-4  # threshold 0 is among its choices
+
+
+def test_the_ensemble_of_one_model_twice_scores_like_the_model_and_like_the_oracle_script(tiny_model, capsys):
+    ensemble = _script("nuclei_ensemble")
+    assert ensemble.main([tiny_model, tiny_model]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^held-out images: 20$", out, re.M)
+    scores = [float(v) for v in re.findall(r"^pooled foreground IoU ([\d.]+)  ", out, re.M)]
+    assert len(scores) == 3 and "ensemble of 2" in out
+    assert scores[0] == scores[1] == scores[2]  # averaging identical probabilities changes nothing
+    assert _script("nuclei_boundary_oracle").main([tiny_model, "--max-shift", "0"]) == 0
+    oracle = float(re.search(r"IoU as predicted: +([\d.]+)", capsys.readouterr().out).group(1))
+    assert abs(oracle - scores[0]) < 1e-3  # softmax > 0.5 is the argmax the oracle script uses

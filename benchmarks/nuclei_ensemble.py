@@ -1,0 +1,53 @@
+"""Does averaging several demo models beat one? (It does not: the error is annotation style.)
+
+Train the demo with a few seeds, then score each model and their probability average on the
+demo's held-out 20% (whole, unaugmented images, float32, pooled foreground IoU):
+
+    for s in 0 1 2; do unetzoo demo -o runs/demo$s seed=$s; done
+    python benchmarks/nuclei_ensemble.py runs/demo0/last runs/demo1/last runs/demo2/last
+
+The ensemble predicts foreground where the mean of the models' softmax foreground
+probabilities exceeds 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="save_pretrained folders of models trained with the demo recipe")
+    args = p.parse_args(argv)
+
+    import unetzoo
+    from unetzoo.train import builders
+    from unetzoo.train.config import TrainConfig
+    from unetzoo.train.recipes import NUCLEI_DEMO
+
+    cfg = TrainConfig.from_dict(NUCLEI_DEMO)
+    pre = builders.preprocessing_for(cfg)
+    split = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
+    models = [unetzoo.from_pretrained(m).eval() for m in args.models]
+    names = [*args.models, f"ensemble of {len(models)}"]
+    inter, union = [0] * len(names), [0] * len(names)
+    with torch.no_grad():
+        for i in split.indices:
+            image, truth = split.dataset[i]
+            truth = truth == 1
+            probs = [m(image[None]).float().softmax(1)[0, 1] for m in models]
+            for k, prob in enumerate([*probs, torch.stack(probs).mean(0)]):
+                pred = prob > 0.5
+                inter[k] += int((pred & truth).sum())
+                union[k] += int((pred | truth).sum())
+    print(f"held-out images: {len(split.indices)}")
+    for name, i, u in zip(names, inter, union):
+        print(f"pooled foreground IoU {i / max(u, 1):.4f}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
