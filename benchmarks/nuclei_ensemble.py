@@ -24,28 +24,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import unetzoo
+    from unetzoo.metrics import ConfusionMatrix
     from unetzoo.train import builders
     from unetzoo.train.config import TrainConfig
     from unetzoo.train.recipes import NUCLEI_DEMO
 
     cfg = TrainConfig.from_dict(NUCLEI_DEMO)
     pre = builders.preprocessing_for(cfg)
-    split = builders.build_datasets(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std).val
+    # the demo's held-out images, whole, as `unetzoo eval --holdout` reads them
+    held_out = builders.build_eval_dataset(cfg.data, num_classes=2, in_chans=3, mean=pre.mean, std=pre.std,
+                                           holdout=cfg.data.val_fraction)
     models = [unetzoo.from_pretrained(m).eval() for m in args.models]
     names = [*args.models, f"ensemble of {len(models)}"]
-    inter, union = [0] * len(names), [0] * len(names)
+    counts = [ConfusionMatrix(num_classes=2) for _ in names]
     with torch.no_grad():
-        for i in split.indices:
-            image, truth = split.dataset[i]
-            truth = truth == 1
-            probs = [m(image[None]).float().softmax(1)[0, 1] for m in models]
-            for k, prob in enumerate([*probs, torch.stack(probs).mean(0)]):
-                pred = prob > 0.5
-                inter[k] += int((pred & truth).sum())
-                union[k] += int((pred | truth).sum())
-    print(f"held-out images: {len(split.indices)}")
-    for name, i, u in zip(names, inter, union):
-        print(f"pooled foreground IoU {i / max(u, 1):.4f}  {name}")
+        for image, truth in held_out:
+            probs = [m(image[None]).float().softmax(1)[:, 1] for m in models]
+            for cm, prob in zip(counts, [*probs, torch.stack(probs).mean(0)]):
+                cm.update((prob > 0.5).long(), truth[None])
+    print(f"held-out images: {len(held_out)}")
+    for name, cm in zip(names, counts):
+        print(f"pooled foreground IoU {cm.compute()['fg_iou']:.4f}  {name}")
     return 0
 
 
