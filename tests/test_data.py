@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from unetzoo.data import (
     DataError,
@@ -268,6 +269,27 @@ def test_elastic_deformation_keeps_image_and_mask_aligned():
         recovered = (warped_image[0] * 2).round().long()
         assert (recovered[valid] == warped[valid]).float().mean() > 0.97
         assert set(warped.unique().tolist()) <= {0, 1, 2, 255}  # nearest-neighbour labels, ignore fill
+
+
+def test_blur_smooths_the_image_with_the_drawn_sigma_and_leaves_the_mask():
+    image, mask = _aligned_sample(64)
+    t = build_transforms(True, scale=None, hflip=0.0, blur=1.0, blur_sigma=(1.5, 1.5))
+    blurred, same = t(image, mask)
+    assert torch.equal(same, mask)
+    # reference: a hand-built separable Gaussian (radius 3 sigma), compared away from the borders
+    x = np.arange(-5, 6, dtype=np.float64)
+    g = np.exp(-x**2 / (2 * 1.5**2))
+    g /= g.sum()
+    ref = image[0].double().numpy()
+    ref = np.apply_along_axis(lambda r: np.convolve(r, g, mode="same"), 0, ref)
+    ref = np.apply_along_axis(lambda r: np.convolve(r, g, mode="same"), 1, ref)
+    np.testing.assert_allclose(blurred[0, 6:-6, 6:-6].double().numpy(), ref[6:-6, 6:-6], atol=1e-5)
+    assert (blurred[0] - image[0]).abs().max() > 0.1  # the edges did move
+    ranged = build_transforms(True, scale=None, hflip=0.0, blur=1.0, blur_sigma=(0.3, 2.0))
+    (step,) = [s for s in ranged.transforms if isinstance(s, v2.RandomApply)]
+    assert step.transforms[0].kernel_size == (13, 13) and step.transforms[0].sigma == [0.3, 2.0]
+    with pytest.raises(ValueError, match=r"blur_sigma must be \(min, max\)"):
+        build_transforms(True, blur=0.5, blur_sigma=(2.0, 1.0))
 
 
 def test_normalisation_and_eval_resize():

@@ -54,6 +54,10 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         load_config(None, ["epochs=2", "freeze_epochs=3"])
     with pytest.raises(ConfigError, match=r"data.transforms.elastic is a probability in \[0, 1\], got 1.5"):
         load_config(None, ["data.transforms.elastic=1.5"])
+    with pytest.raises(ConfigError, match=r"data.transforms.blur is a probability in \[0, 1\], got -0.1"):
+        load_config(None, ["data.transforms.blur=-0.1"])
+    with pytest.raises(ConfigError, match=r"data.transforms.blur_sigma is \[min, max\] with 0 < min <= max, got \[0.0, 1.0\]"):
+        load_config(None, ["data.transforms.blur_sigma=[0.0,1.0]"])
 
 
 def test_config_overrides_are_typed() -> None:
@@ -73,11 +77,13 @@ def test_config_augmentations_reach_the_training_pipeline(blobs: Path) -> None:
     from unetzoo.train.builders import build_datasets
 
     cfg = load_config(None, [f"data.root={blobs}", "data.transforms.transpose=0.25", "data.transforms.elastic=0.3",
-                             "data.transforms.elastic_alpha=40", "data.transforms.elastic_sigma=4"])
+                             "data.transforms.elastic_alpha=40", "data.transforms.elastic_sigma=4",
+                             "data.transforms.blur=0.2", "data.transforms.blur_sigma=[0.5,1.5]"])
     steps = build_datasets(cfg.data, num_classes=2, in_chans=3, mean=[0.5], std=[0.25]).train.dataset.transform.transforms
     (transpose,) = [s for s in steps if isinstance(s, RandomTranspose)]
-    (elastic,) = [s for s in steps if isinstance(s, v2.RandomApply)]
-    assert transpose.p == 0.25 and elastic.p == 0.3
+    elastic, blur = [s for s in steps if isinstance(s, v2.RandomApply)]
+    assert transpose.p == 0.25 and elastic.p == 0.3 and blur.p == 0.2
+    assert blur.transforms[0].sigma == [0.5, 1.5] and blur.transforms[0].kernel_size == (11, 11)
     assert elastic.transforms[0].alpha == [40.0, 40.0] and elastic.transforms[0].sigma == [4.0, 4.0]
     plain = build_datasets(load_config(None, [f"data.root={blobs}"]).data, num_classes=2, in_chans=3,
                            mean=[0.5], std=[0.25]).train.dataset.transform.transforms

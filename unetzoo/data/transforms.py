@@ -11,6 +11,7 @@ DataLoader, whose workers are seeded from it) makes the augmentation reproducibl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,6 +125,8 @@ def build_transforms(
     elastic_alpha: float = 30.0,
     elastic_sigma: float = 5.0,
     color_jitter: float = 0.0,
+    blur: float = 0.0,
+    blur_sigma: tuple[float, float] = (0.3, 1.0),
     ignore_index: int = 255,
 ) -> v2.Compose:
     """The joint image/mask pipeline for training or evaluation.
@@ -132,8 +135,8 @@ def build_transforms(
     ``elastic``), random scale (with ``size``: the image is resized to fit ``size`` times a
     factor drawn from ``scale``, then a ``size`` crop is taken, padding with 0 /
     ``ignore_index`` where needed; without ``size``: a random zoom by ``scale`` keeping the
-    canvas), rotation by up to ``rotation`` degrees, transpose, flips, colour jitter,
-    normalisation.
+    canvas), rotation by up to ``rotation`` degrees, transpose, flips, colour jitter, Gaussian
+    blur of the image alone (with probability ``blur``), normalisation.
     Evaluation: resize to ``size`` when given (else untouched), normalisation.
 
     Args:
@@ -154,6 +157,9 @@ def build_transforms(
         elastic_alpha: its displacement strength (``v2.ElasticTransform``'s ``alpha``).
         elastic_sigma: its smoothness, the Gaussian's standard deviation in pixels.
         color_jitter: strength of brightness/contrast/saturation jitter (0 disables it).
+        blur: probability of blurring the image (not the mask) with a Gaussian whose standard
+            deviation is drawn from ``blur_sigma``: out-of-focus microscopy images, say.
+        blur_sigma: the ``(min, max)`` range of that standard deviation, in pixels.
         ignore_index: mask value for pixels created by padding or rotation.
 
     Returns:
@@ -178,6 +184,8 @@ def build_transforms(
             steps.append(v2.RandomVerticalFlip(vflip))
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        if blur > 0:
+            steps.append(v2.RandomApply([_gaussian_blur(blur_sigma)], p=blur))
     elif size is not None:
         steps.append(v2.Resize(_pair(size), antialias=True))
     if mean is not None or std is not None:
@@ -185,6 +193,14 @@ def build_transforms(
             raise ValueError("give both mean and std, or neither")
         steps.append(Normalize(mean, std))
     return v2.Compose(steps)
+
+
+def _gaussian_blur(sigma: Sequence[float]) -> v2.GaussianBlur:
+    low, high = (float(v) for v in sigma)
+    if not 0 < low <= high:
+        raise ValueError(f"blur_sigma must be (min, max) with 0 < min <= max, got {tuple(sigma)}")
+    radius = max(1, math.ceil(3 * high))  # the kernel reaches 3 standard deviations
+    return v2.GaussianBlur(2 * radius + 1, sigma=(low, high))  # images only: v2 passes masks through
 
 
 def _geometric(

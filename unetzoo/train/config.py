@@ -67,6 +67,8 @@ class TransformsSection:
     elastic_alpha: float = 30.0
     elastic_sigma: float = 5.0
     color_jitter: float = 0.0
+    blur: float = 0.0  # probability of a Gaussian blur of the image (not the mask)
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.0])  # its standard deviation's range
     mean: list[float] | None = None
     std: list[float] | None = None
     eval_size: int | list[int] | None = None  # validation resize; None = whole images
@@ -191,9 +193,11 @@ class TrainConfig:
              f"data.val_root is for data.kind=folder; for {self.data.kind} give data.val_split"),
         ]
         t = self.data.transforms
-        for key in ("hflip", "vflip", "transpose", "elastic"):
+        for key in ("hflip", "vflip", "transpose", "elastic", "blur"):
             p = getattr(t, key)
             checks.append((0.0 <= p <= 1.0, f"data.transforms.{key} is a probability in [0, 1], got {p}"))
+        checks.append((len(t.blur_sigma) == 2 and 0 < t.blur_sigma[0] <= t.blur_sigma[1],
+                       f"data.transforms.blur_sigma is [min, max] with 0 < min <= max, got {t.blur_sigma}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
