@@ -290,6 +290,8 @@ def test_blur_smooths_the_image_with_the_drawn_sigma_and_leaves_the_mask():
     assert step.transforms[0].kernel_size == (13, 13) and step.transforms[0].sigma == [0.3, 2.0]
     with pytest.raises(ValueError, match=r"blur_sigma must be \(min, max\)"):
         build_transforms(True, blur=0.5, blur_sigma=(2.0, 1.0))
+    with pytest.raises(ValueError, match=r"blur_sigma must be \(min, max\).*got \(1.0,\)"):
+        build_transforms(True, blur=0.5, blur_sigma=(1.0,))
 
 
 def test_normalisation_and_eval_resize():

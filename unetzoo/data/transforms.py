@@ -196,9 +196,9 @@ def build_transforms(
 
 
 def _gaussian_blur(sigma: Sequence[float]) -> v2.GaussianBlur:
-    low, high = (float(v) for v in sigma)
-    if not 0 < low <= high:
+    if len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
         raise ValueError(f"blur_sigma must be (min, max) with 0 < min <= max, got {tuple(sigma)}")
+    low, high = float(sigma[0]), float(sigma[1])
     radius = max(1, math.ceil(3 * high))  # the kernel reaches 3 standard deviations
     return v2.GaussianBlur(2 * radius + 1, sigma=(low, high))  # images only: v2 passes masks through
 

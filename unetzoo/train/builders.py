@@ -103,7 +103,7 @@ def build_datasets(
     train_t = build_transforms(
         True, mean=mean, std=std, size=t.size, scale=t.scale, hflip=t.hflip, vflip=t.vflip,
         transpose=t.transpose, rotation=t.rotation, elastic=t.elastic, elastic_alpha=t.elastic_alpha,
-        elastic_sigma=t.elastic_sigma, color_jitter=t.color_jitter, blur=t.blur, blur_sigma=tuple(t.blur_sigma),
+        elastic_sigma=t.elastic_sigma, color_jitter=t.color_jitter, blur=t.blur, blur_sigma=t.blur_sigma,
         ignore_index=cfg.ignore_index,
     )
     val_t = build_transforms(False, mean=mean, std=std, size=t.eval_size, ignore_index=cfg.ignore_index)
