@@ -1,6 +1,6 @@
 """Compare unetzoo's backbones, check the speed targets against smp, write benchmarks/results/.
 
-Two parts, each written as CSV + markdown (+ JSON with every record, + PNG for the backbones):
+Three parts, each written as CSV + markdown (+ JSON with every record, + PNG for the backbones):
 
 * ``backbones`` — every default model: parameters, GFLOPs, inference at 512x512 batch 1
   (eager and the fast path) and a training step at 256x256 batch 8, in float32 and (where the
@@ -9,10 +9,14 @@ Two parts, each written as CSV + markdown (+ JSON with every record, + PNG for t
 * ``targets`` — unet-resnet50 and unet-vgg16 side by side with segmentation_models_pytorch's
   ``Unet`` (same encoder; unetzoo's decoder configured like smp's), the plain re-implementation
   of the seed network (``seed_resnet50_baseline.py``), bfloat16 cases, and the issue's targets.
+* ``accuracy`` — the short fine-tune of the backbones part once per decoder normalisation
+  (``--decoder-norms``: none, the default; BatchNorm; GroupNorm) and seed (``--seeds``), side by
+  side from one run (not part of ``all``).
 
-    python benchmarks/bench_backbones.py                      # both parts (hours on 2 CPU cores)
+    python benchmarks/bench_backbones.py                      # backbones + targets (hours on 2 CPU cores)
     python benchmarks/bench_backbones.py --part targets
     python benchmarks/bench_backbones.py --part backbones --no-accuracy --models unet-resnet18
+    python benchmarks/bench_backbones.py --part accuracy --models unet-resnet34 unet-convnext_tiny
 """
 
 from __future__ import annotations
@@ -167,9 +171,80 @@ def targets(rows, comparisons, peaks):
     return out
 
 
+def accuracy_markdown(rows: list[dict], norms: list[str], *, command: str, machine: dict, recipe: str) -> str:
+    """The accuracy part's report: one line per model, a held-out IoU (and time) per decoder norm."""
+    models = list(dict.fromkeys(r["name"] for r in rows))
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))
+    cols = [*norms, "fixed"] if any(r["decoder_norm"] == "fixed" for r in rows) else list(norms)
+
+    def cell(runs):
+        """One seed: IoU (time); several: mean, then each seed's IoU (mean time)."""
+        if not runs:
+            return "-"
+        failed = [r for r in runs if "error" in r]
+        if failed:
+            return f"error: {failed[0]['error'][:80]}"
+        ious = [r["fg_iou"] for r in runs]
+        seconds = sum(r["train_s"] for r in runs) / len(runs)
+        mark = " *" if runs[0].get("default") and runs[0]["decoder_norm"] != "fixed" else ""
+        if len(runs) == 1:
+            return f"{ious[0]:.3f}{mark} ({seconds:.0f} s)"
+        return f"{sum(ious) / len(ious):.3f}{mark} ({' / '.join(f'{x:.3f}' for x in ious)}; {seconds:.0f} s each)"
+
+    parts = ["# unetzoo backbones: held-out IoU by decoder normalisation", "", "Command:", "", f"    {command}", "",
+             "Machine and versions:", ""] + [f"- {k}: {v}" for k, v in machine.items()]
+    parts += ["", f"Recipe: {recipe}", "",
+              "Held-out foreground IoU after the last epoch (training time)"
+              + (f"; with several seeds ({', '.join(str(s) for s in seeds)}: initial weights and augmentations), "
+                 "their mean and then each seed's figure" if len(seeds) > 1 else f", seed {seeds[0]}")
+              + ". `*`: the model's default (`none`: no norm layers in the decoder, the seed's design); "
+              "`fixed`: a model without the `decoder_norm` option, trained as it is built.", "",
+              "| model | " + " | ".join(f"decoder_norm={c}" if c != "fixed" else c for c in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    for model in models:
+        runs = [r for r in rows if r["name"] == model]
+        parts.append(f"| {model} | " + " | ".join(cell([r for r in runs if r["decoder_norm"] == c]) for c in cols)
+                     + " |")
+    return "\n".join(parts) + "\n"
+
+
+def accuracy_part(args: argparse.Namespace, command: str) -> dict:
+    """Fine-tune every model once per decoder norm; write ``<tag>.{md,csv,json}`` under ``--out``."""
+    import json
+    import os
+    import time
+
+    from unetzoo.bench.accuracy import accuracy_by_decoder_norm, accuracy_recipe, default_data_root, describe_recipe
+    from unetzoo.bench.hardware import machine_info
+    from unetzoo.bench.report import write_csv
+
+    root = args.accuracy_data or default_data_root()
+    if not root:
+        raise SystemExit("--part accuracy: no data set found next to the checkout (../shared/data/"
+                         "dsb2018-nuclei-256); pass --accuracy-data DIR or --accuracy-data builtin:nuclei")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine, start = machine_info("cpu"), time.time()
+    rows = accuracy_by_decoder_norm(args.models, root, norms=args.decoder_norms, seeds=args.seeds,
+                                    epochs=args.accuracy_epochs, threads=args.threads,
+                                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    machine["elapsed"] = f"{time.time() - start:.0f} s"
+    recipe = describe_recipe(accuracy_recipe("MODEL", root, epochs=args.accuracy_epochs))
+    paths = {"csv": write_csv(out / f"{args.tag}.csv", rows), "markdown": out / f"{args.tag}.md",
+             "json": out / f"{args.tag}.json"}
+    paths["markdown"].write_text(accuracy_markdown(rows, args.decoder_norms, command=command, machine=machine,
+                                                   recipe=recipe), encoding="utf-8")
+    record = {"command": command, "machine": machine, "recipe": recipe, "rows": rows}
+    paths["json"].write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return {**record, "paths": paths}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["backbones", "targets", "all"], default="all")
+    p.add_argument("--part", choices=["backbones", "targets", "accuracy", "all"], default="all",
+                   help="all = backbones + targets")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="models of the backbones part")
     p.add_argument("--target-models", nargs="+", default=["unet-resnet50", "unet-vgg16"])
     p.add_argument("--bf16-train", nargs="*", default=["unet-resnet50", "unet-vgg16"],
@@ -179,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
                         "bfloat16 natively (AVX512-BF16/AMX, CUDA sm80+); smp's bf16 reference is always timed")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--accuracy-epochs", type=int, default=8)
+    p.add_argument("--accuracy-data", default="",
+                   help="data of the accuracy fine-tunes (a folder of images/ + masks/, or builtin:nuclei); "
+                        "default ../shared/data/dsb2018-nuclei-256")
+    p.add_argument("--decoder-norms", nargs="+", default=["none", "bn", "gn"], choices=["none", "bn", "gn"],
+                   help="--part accuracy: the decoder normalisations compared")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="--part accuracy: one fine-tune per seed (initial weights and augmentations)")
+    p.add_argument("--tag", default="accuracy", help="--part accuracy: the file name of its report")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--quick", action="store_true", help="tiny shapes, 1 epoch: check the pipeline, not the figures")
@@ -196,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = BenchConfig(models=args.models, dtypes=dtypes, threads=args.threads, out_dir=args.out,
                           batch_sizes=[ib], sizes=[isz], train_batch_sizes=[tb], train_sizes=[tsz],
                           train_variants=["cl"],  # channels-last autocast, as the trainer runs on CPU
-                          accuracy=not args.no_accuracy, accuracy_epochs=args.accuracy_epochs, tag="backbones")
+                          accuracy=not args.no_accuracy, accuracy_epochs=args.accuracy_epochs,
+                          accuracy_data=args.accuracy_data, tag="backbones")
         run_benchmark(cfg, command=command, notes=NOTES, title="unetzoo backbones")
     if args.part in ("targets", "all"):
         from unetzoo.fast import native_bf16_supported
@@ -210,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                           out_dir=args.out, tag="targets")
         run_benchmark(cfg, command=command, cases=target_cases(args.target_models, args.bf16_train, bf16),
                       targets=targets, notes=notes, title="unetzoo speed targets vs smp")
+    if args.part == "accuracy":
+        accuracy_part(args, command)
     return 0
 
 

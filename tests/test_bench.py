@@ -14,15 +14,16 @@ from torch import nn
 import unetzoo
 from unetzoo.bench.cases import Case, build_network, run_case, smp_like_options
 from unetzoo.bench.hardware import matmul_peak
-from unetzoo.bench.measure import MemoryMonitor, Timing, count_flops, saved_activation_bytes, time_callable
+from unetzoo.bench.measure import Timing, count_flops, saved_activation_bytes, time_callable
 from unetzoo.bench.suite import compare_rows, smp_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_BASELINE = ROOT / "benchmarks" / "seed_resnet50_baseline.py"
 
 
-def _seed_module():
-    spec = importlib.util.spec_from_file_location("seed_resnet50_baseline", SEED_BASELINE)
+def _script(name: str):
+    """A script under benchmarks/ loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +31,7 @@ def _seed_module():
 
 def test_seed_baseline_is_the_seed_network_and_unetzoo_reproduces_it():
     torch.manual_seed(0)
-    seed = _seed_module().SeedUnet(num_classes=21).eval()
+    seed = _script("seed_resnet50_baseline").SeedUnet(num_classes=21).eval()
     assert sum(p.numel() for p in seed.parameters()) == 43_934_101  # SEED_SYSTEMS.md §1
     # the seed checkpoint layout loads into unetzoo through its converter; outputs agree
     model = unetzoo.create("unet-resnet50", checkpoint=seed.state_dict()).eval()
@@ -195,3 +196,95 @@ def test_smp_vgg_taps_and_center_are_validated():
         unetzoo.create("unet-resnet18", vgg_taps="smp")
     with pytest.raises(ValueError, match="choose 'seed' or 'smp'"):
         unetzoo.create("unet-vgg16", vgg_taps="timm")
+
+
+def test_only_models_with_the_option_take_a_decoder_norm_and_the_default_is_none():
+    from unetzoo.bench.accuracy import default_decoder_norm, takes_decoder_norm
+
+    assert takes_decoder_norm("unet-resnet18") and takes_decoder_norm("unet-convnext_tiny")
+    assert not takes_decoder_norm("unet-classic") and not takes_decoder_norm("unet-strided")
+    # the seed's decoder has no norm layers, and that is what create() builds without options
+    assert default_decoder_norm("unet-resnet18") == "none"
+    model = unetzoo.create("unet-resnet18", decoder_channels=[8, 8, 8, 8, 8])
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in model.decoder.modules())
+
+
+def test_accuracy_by_decoder_norm_trains_each_norm_and_seed_and_keeps_going_after_a_failure(monkeypatch):
+    from unetzoo.bench import accuracy
+
+    calls = []
+
+    def fake(model, root, **recipe):
+        calls.append((model, dict(recipe["options"]), recipe["seed"], recipe["epochs"]))
+        if model == "unet-vgg16" and recipe["options"].get("decoder_norm") == "gn" and recipe["seed"] == 5:
+            raise RuntimeError("out of memory")
+        return {"name": model, "fg_iou": 0.5, "train_s": 1.0}
+
+    monkeypatch.setattr(accuracy, "fine_tune_iou", fake)
+    logged = []
+    rows = accuracy.accuracy_by_decoder_norm(["unet-vgg16", "unet-classic"], "data", norms=("bn", "gn"),
+                                             seeds=(0, 5), epochs=3,
+                                             options={"decoder_channels": [8, 8, 8, 8, 8]}, log=logged.append)
+    bn, gn, plain = ({"decoder_channels": [8, 8, 8, 8, 8], **extra}
+                     for extra in ({"decoder_norm": "bn"}, {"decoder_norm": "gn"}, {}))
+    assert calls == [("unet-vgg16", bn, 0, 3), ("unet-vgg16", bn, 5, 3), ("unet-vgg16", gn, 0, 3),
+                     ("unet-vgg16", gn, 5, 3), ("unet-classic", plain, 0, 3), ("unet-classic", plain, 5, 3)]
+    assert [(r["name"], r["decoder_norm"], r["seed"]) for r in rows] == [
+        ("unet-vgg16", "bn", 0), ("unet-vgg16", "bn", 5), ("unet-vgg16", "gn", 0), ("unet-vgg16", "gn", 5),
+        ("unet-classic", "fixed", 0), ("unet-classic", "fixed", 5)]
+    assert rows[3]["error"] == "RuntimeError: out of memory" and "fg_iou" not in rows[3]
+    assert [r["default"] for r in rows] == [False] * 4 + [True] * 2
+    calls.clear()
+    rows = accuracy.accuracy_by_decoder_norm(["unet-resnet18"], "data", epochs=1)
+    assert [c[1].get("decoder_norm") for c in calls] == ["none", "bn", "gn"]
+    assert [r["default"] for r in rows] == [True, False, False]
+    assert any("decoder_norm=gn, seed 5" in line for line in logged)
+
+
+def test_the_accuracy_table_gives_the_mean_and_each_seed():
+    module = _script("bench_backbones")
+    rows = [{"name": "unet-resnet18", "decoder_norm": n, "seed": s, "fg_iou": iou, "train_s": t, "default": n == "bn"}
+            for n, s, iou, t in (("bn", 0, 0.6, 10), ("bn", 1, 0.7, 20), ("gn", 0, 0.5, 30), ("gn", 1, 0.8, 30))]
+    rows.append({"name": "unet-vgg16", "decoder_norm": "bn", "seed": 0, "error": "RuntimeError: boom"})
+    md = module.accuracy_markdown(rows, ["bn", "gn"], command="cmd", machine={"cpu": "x"}, recipe="r")
+    assert "| unet-resnet18 | 0.650 * (0.600 / 0.700; 15 s each) | 0.650 (0.500 / 0.800; 30 s each) |" in md
+    assert "| unet-vgg16 | error: RuntimeError: boom | - |" in md
+    assert "several seeds (0, 1: initial weights and augmentations)" in md
+
+
+def test_bench_accuracy_part_writes_both_columns_from_real_fine_tunes(tmp_path):
+    """One real 1-epoch fine-tune per column on 10 of the shipped nuclei images."""
+    import json
+    import shutil
+
+    assets = Path(unetzoo.__file__).parent / "assets" / "nuclei"
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for f in sorted((assets / sub).iterdir())[:10]:
+            shutil.copy(f, tmp_path / "data" / sub / f.name)
+    module = _script("bench_backbones")
+    out = tmp_path / "results"
+    assert module.main(["--part", "accuracy", "--quick", "--models", "unet-resnet18", "unet-classic",
+                        "--decoder-norms", "bn", "gn", "--accuracy-data", str(tmp_path / "data"),
+                        "--out", str(out), "--tag", "acc"]) == 0
+    rows = json.loads((out / "acc.json").read_text())["rows"]
+    assert [(r["name"], r["decoder_norm"], r["seed"]) for r in rows] == [
+        ("unet-resnet18", "bn", 0), ("unet-resnet18", "gn", 0), ("unet-classic", "fixed", 0)]
+    assert all(0.0 <= r["fg_iou"] <= 1.0 and r["epochs"] == 1 for r in rows)
+    md = (out / "acc.md").read_text()
+    assert f"random init, 1 epoch on {tmp_path / 'data'}, batch 8, 128 px crops" in md
+    assert "| model | decoder_norm=bn | decoder_norm=gn | fixed |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| unet-resnet18 |"))
+    assert line.count(f"{rows[0]['fg_iou']:.3f}") and f"{rows[1]['fg_iou']:.3f}" in line
+    assert next(x for x in md.splitlines() if x.startswith("| unet-classic |")).endswith(
+        f"| - | - | {rows[2]['fg_iou']:.3f} ({rows[2]['train_s']:.0f} s) |")
+    with open(out / "acc.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_bench_accuracy_part_without_data_says_how_to_give_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNETZOO_SHARED", str(tmp_path / "nowhere"))
+    module = _script("bench_backbones")
+    with pytest.raises(SystemExit, match="pass --accuracy-data DIR or --accuracy-data builtin:nuclei"):
+        module.main(["--part", "accuracy", "--models", "unet-resnet18", "--out", str(tmp_path)])
+    assert not (tmp_path / "accuracy.md").exists()

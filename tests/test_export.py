@@ -12,7 +12,6 @@ import torch
 
 import unetzoo
 from unetzoo.export import (
-    FORMATS,
     export_example,
     export_model,
     export_program,

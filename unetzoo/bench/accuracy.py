@@ -6,6 +6,10 @@ initialisation for every backbone (pretrained weights are not available offline 
 them, and the same start for all keeps the comparison about the architecture), 128 px crops,
 AdamW with a cosine schedule, CE + Dice. The held-out foreground IoU of the final epoch is
 reported, with the elapsed time.
+
+:func:`accuracy_by_decoder_norm` runs the recipe once per decoder normalisation (BatchNorm and
+GroupNorm by default) for every model that has the ``decoder_norm`` option, so the two columns
+come from one run on one machine.
 """
 
 from __future__ import annotations
@@ -13,9 +17,19 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["accuracy_recipe", "fine_tune_iou", "default_data_root"]
+__all__ = [
+    "accuracy_by_decoder_norm",
+    "accuracy_recipe",
+    "default_data_root",
+    "default_decoder_norm",
+    "describe_recipe",
+    "fine_tune_iou",
+    "guarded_fine_tune",
+    "takes_decoder_norm",
+]
 
 
 def default_data_root() -> Path | None:
@@ -60,6 +74,18 @@ def accuracy_recipe(
     }
 
 
+def describe_recipe(config: dict[str, Any]) -> str:
+    """One line naming what an :func:`accuracy_recipe` config trains with (for reports)."""
+    data, opt, sched = config["data"], config["optimizer"], config["schedule"]
+    init = "pretrained" if config["model"]["pretrained"] else "random init"
+    epochs = config["epochs"]
+    return (f"{init}, {epochs} epoch{'s' if epochs != 1 else ''} on {data['root']}, batch {config['batch_size']}, "
+            f"{data['transforms']['size']} px crops (scale {'-'.join(f'{x:g}' for x in data['transforms']['scale'])}, "
+            f"flips), {opt['name']} lr {opt['lr']:g} (weight decay "
+            f"{opt['weight_decay']:g}), {sched['name']} schedule, loss {config['loss']['name']}, "
+            f"{data['val_fraction']:.0%} held out (split seed {data['split_seed']}), precision {config['precision']}")
+
+
 def fine_tune_iou(model: str, data_root: str | Path, **recipe: Any) -> dict[str, Any]:
     """Fine-tune ``model`` with :func:`accuracy_recipe` and return its held-out metrics."""
     from unetzoo.train import fit
@@ -75,3 +101,67 @@ def fine_tune_iou(model: str, data_root: str | Path, **recipe: Any) -> dict[str,
         "epochs": recipe.get("epochs", 8),
         "train_s": result.elapsed_s,
     }
+
+
+def guarded_fine_tune(model: str, data_root: str | Path, **recipe: Any) -> dict[str, Any]:
+    """:func:`fine_tune_iou`, with a failure recorded as the row's ``error`` instead of raised:
+    one backbone that cannot train must not sink a run over many."""
+    try:
+        return fine_tune_iou(model, data_root, **recipe)
+    except Exception as err:
+        return {"name": model, "error": f"{type(err).__name__}: {err}"[:300]}
+
+
+def _decoder_norm_option(model: str) -> tuple[bool, str]:
+    from unetzoo.factory import builder_options
+    from unetzoo.registry import get_spec
+
+    options = builder_options(get_spec(model))
+    return "decoder_norm" in options, options.get("decoder_norm") or "none"
+
+
+def takes_decoder_norm(model: str) -> bool:
+    """Whether ``model``'s builder has the ``decoder_norm`` option (the classic U-Nets do not)."""
+    return _decoder_norm_option(model)[0]
+
+
+def default_decoder_norm(model: str) -> str:
+    """The decoder norm ``model`` is built with unless told otherwise (``"none"``: no norm layer)."""
+    return _decoder_norm_option(model)[1]
+
+
+def accuracy_by_decoder_norm(
+    models: Iterable[str],
+    data_root: str | Path,
+    *,
+    norms: Sequence[str] = ("none", "bn", "gn"),
+    seeds: Sequence[int] = (0,),
+    log: Callable[[str], None] | None = None,
+    **recipe: Any,
+) -> list[dict[str, Any]]:
+    """One :func:`fine_tune_iou` row per model, decoder norm and seed, tagged ``decoder_norm``,
+    ``seed`` and ``default`` (whether that norm is the one the model is built with).
+
+    ``"none"`` is a decoder without norm layers, the ``unet-*`` models' default (the seed's
+    decoder). A model without the option (``unet-classic``, ``unet-strided``) is trained as it is built,
+    tagged ``"fixed"``. The seed sets the initial weights and the augmentation stream alike.
+    ``recipe`` goes to :func:`accuracy_recipe` (``epochs``, ``threads``, ...); options given
+    there are kept, with ``decoder_norm`` set on top.
+    """
+    base = dict(recipe.pop("options", None) or {})
+    rows = []
+    for model in models:
+        takes, default = _decoder_norm_option(model)
+        variants = list(norms) if takes else [None]
+        for norm in variants:
+            options = base if norm is None else {**base, "decoder_norm": norm}
+            for seed in seeds:
+                if log:
+                    log(f"accuracy: fine-tuning {model} (decoder_norm={norm or 'as built'}, seed {seed}) "
+                        f"on {data_root}")
+                row = guarded_fine_tune(model, data_root, options=options, seed=seed, **recipe)
+                row = {**row, "decoder_norm": norm or "fixed", "seed": seed, "default": norm in (None, default)}
+                if log:
+                    log(f"  -> {row}")
+                rows.append(row)
+    return rows

@@ -60,7 +60,7 @@ def combine_peaks(start: Sequence[dict[str, Any]], end: Sequence[dict[str, Any]]
 
 
 def _accuracy(cfg: BenchConfig) -> list[dict[str, Any]]:
-    from unetzoo.bench.accuracy import default_data_root, fine_tune_iou
+    from unetzoo.bench.accuracy import default_data_root, guarded_fine_tune
 
     root = cfg.accuracy_data or default_data_root()
     if not root:
@@ -69,10 +69,7 @@ def _accuracy(cfg: BenchConfig) -> list[dict[str, Any]]:
     rows = []
     for model in cfg.models:
         _log(f"accuracy: fine-tuning {model} for {cfg.accuracy_epochs} epochs on {root}")
-        try:
-            rows.append(fine_tune_iou(model, root, epochs=cfg.accuracy_epochs, threads=cfg.threads))
-        except Exception as err:  # one failing backbone must not sink the run
-            rows.append({"name": model, "error": f"{type(err).__name__}: {err}"[:300]})
+        rows.append(guarded_fine_tune(model, root, epochs=cfg.accuracy_epochs, threads=cfg.threads))
         _log(f"  -> {rows[-1]}")
     return rows
 
