@@ -275,7 +275,7 @@ def test_bench_accuracy_part_writes_both_columns_from_real_fine_tunes(tmp_path):
     assert f"random init, 1 epoch on {tmp_path / 'data'}, batch 8, 128 px crops" in md
     assert "| model | decoder_norm=bn | decoder_norm=gn | fixed |" in md
     line = next(x for x in md.splitlines() if x.startswith("| unet-resnet18 |"))
-    assert line.count(f"{rows[0]['fg_iou']:.3f}") and f"{rows[1]['fg_iou']:.3f}" in line
+    assert f"| {rows[0]['fg_iou']:.3f} (" in line and f"| {rows[1]['fg_iou']:.3f} (" in line
     assert next(x for x in md.splitlines() if x.startswith("| unet-classic |")).endswith(
         f"| - | - | {rows[2]['fg_iou']:.3f} ({rows[2]['train_s']:.0f} s) |")
     with open(out / "acc.csv", newline="") as f:

@@ -7,17 +7,17 @@ them, and the same start for all keeps the comparison about the architecture), 1
 AdamW with a cosine schedule, CE + Dice. The held-out foreground IoU of the final epoch is
 reported, with the elapsed time.
 
-:func:`accuracy_by_decoder_norm` runs the recipe once per decoder normalisation (BatchNorm and
-GroupNorm by default) for every model that has the ``decoder_norm`` option, so the two columns
-come from one run on one machine.
+:func:`accuracy_by_decoder_norm` runs the recipe once per decoder normalisation (none, the
+default; BatchNorm; GroupNorm) and seed for every model that has the ``decoder_norm`` option, so
+the columns come from one run on one machine.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
