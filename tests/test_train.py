@@ -102,6 +102,27 @@ def test_demo_yaml_is_the_demo_recipe() -> None:
     assert load_config(REPO / "configs" / "nuclei_demo.yaml") == TrainConfig.from_dict(NUCLEI_DEMO)
 
 
+def test_demo_loss_scores_the_foreground_only() -> None:
+    """The demo's Dice and Lovász terms leave out the background (README: +0.005 IoU over ce+dice)."""
+    from unetzoo.train.builders import build_loss
+    from unetzoo.train.recipes import NUCLEI_DEMO
+
+    loss = build_loss(TrainConfig.from_dict(NUCLEI_DEMO))
+    assert loss.names == ["ce", "dice", "lovasz"] and loss.weights == [1.0, 0.5, 0.5]
+    lovasz = loss.losses[2]
+    # a hard prediction on a 4x4 image: 3 of the 4 foreground pixels found, 1 background pixel
+    # marked, so the foreground IoU is 3 / 5 and the Lovász term of hard predictions is 1 - IoU
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, :4] = 1
+    pred = torch.zeros(1, 4, 4, dtype=torch.long)
+    pred[0, 0, :3] = 1
+    pred[0, 3, 3] = 1
+    logits = torch.stack([(pred == 0).float(), (pred == 1).float()], dim=1) * 40.0 - 20.0
+    assert lovasz(logits, target).item() == pytest.approx(1 - 3 / 5, abs=1e-6)
+    # the background's IoU (11 / 13) would pull the average of both classes below 0.4
+    assert loss.losses[1].include_background is False
+
+
 def test_voc_recipe_matches_the_seed() -> None:
     """SEED_SYSTEMS.md §1: Adam 1e-4, frozen then unfrozen, batch 2, 512x512, CE ignoring 255."""
     cfg = load_config(REPO / "configs" / "voc_seed_recipe.yaml")

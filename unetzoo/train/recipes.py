@@ -27,7 +27,8 @@ NUCLEI_DEMO: dict[str, Any] = {
         "split_seed": 0,
         "transforms": {"size": 128, "scale": None, "hflip": 0.5, "vflip": 0.5},
     },
-    "loss": {"name": "ce+dice"},
+    # Dice and Lovász on the foreground only: better than ce+dice on all 5 splits tried, +0.005 IoU (README)
+    "loss": {"name": "ce+0.5*dice+0.5*lovasz", "options": {"include_background": False}},
     "optimizer": {"name": "adamw", "lr": 0.004, "encoder_lr": 0.001, "weight_decay": 0.0001},
     "schedule": {"name": "cosine", "warmup_epochs": 1},
     "epochs": 16,
