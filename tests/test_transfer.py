@@ -54,7 +54,8 @@ def test_seed_aliases():
     assert all(p.requires_grad for p in model.encoder.parameters())
 
 
-@pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50", "unet-vgg16", "unet-convnext_tiny"])
+@pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50", "unet-vgg16", "unet-convnext_tiny",
+                                  "unet-efficientnet_lite0", "unet-mobilenetv3_large_100"])
 def test_stagewise_freezing(name):
     with torch.device("meta"):
         model = unetzoo.create(name, num_classes=2)
@@ -74,16 +75,21 @@ def test_stagewise_freezing(name):
         model.freeze_encoder(stages=len(stages) + 1)
 
 
-def test_stage_zero_output_depends_only_on_first_stage():
-    """Stage i really computes feature i: freezing k stages freezes the params feature k-1 needs."""
-    model = _small("unet-resnet18").eval()
+@pytest.mark.parametrize("name", ["unet-resnet18", "unet-efficientnet_lite0"])
+def test_stage_k_computes_feature_k(name):
+    """Stage i really computes feature i: feature k needs parameters of stages 0..k only, and
+    of stage k itself (so freezing k stages freezes exactly what the first k features need)."""
+    model = _small(name).eval()
     stages = model.encoder_stages()
+    assert len(stages) == len(model.encoder.channels)
     x = torch.randn(1, 3, 64, 64)
-    feat0 = model.encoder(x)[0]
-    first = {id(p) for p in stages[0].parameters()}
-    feat0.sum().backward()
-    used = {id(p) for p in model.encoder.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert used <= first
+    for k, feature in enumerate(model.encoder(x)):
+        model.zero_grad()
+        feature.sum().backward(retain_graph=True)
+        used = {id(p) for p in model.encoder.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        allowed = {id(p) for s in stages[: k + 1] for p in s.parameters()}
+        assert used <= allowed, f"feature {k} uses parameters of later stages"
+        assert used & {id(p) for p in stages[k].parameters()}, f"feature {k} does not use stage {k}"
 
 
 def test_param_groups():
@@ -111,3 +117,33 @@ def test_frozen_params_stay_put_under_optimizer():
         model(torch.randn(2, 3, 64, 64)).mean().backward()
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(enc_before, model.encoder.parameters()))
+
+
+def test_training_keeps_the_first_stages_frozen_after_the_frozen_epochs(tmp_path):
+    from train_utils import make_blobs, tiny_config
+
+    from unetzoo.train import ConfigError, Trainer, TrainConfig
+
+    blobs = make_blobs(tmp_path / "blobs", n=8)
+    trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path / "run", freeze_epochs=1, frozen_stages=2)))
+    model = trainer.model
+    stages = model.encoder_stages()
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+
+    def names(modules):
+        ids = {id(t) for m in modules for t in [*m.parameters(), *m.buffers()] if t.is_floating_point()}
+        return {k for k, t in tensors if id(t) in ids}
+
+    kept, later = names(stages[:2]), names(stages[2:])
+    assert kept and later
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for epoch in range(2):  # epoch 0: all frozen; epoch 1: stages 0 and 1 only
+        trainer._set_phase(epoch)
+        assert model.frozen_stages == (None if epoch == 0 else 2)
+        trainer.train_epoch(epoch)
+    after = model.state_dict()
+    trainer.close()
+    assert all(torch.equal(before[k], after[k]) for k in kept)  # weights and norm statistics
+    assert not all(torch.equal(before[k], after[k]) for k in later)
+    with pytest.raises(ConfigError, match=r"frozen_stages=9, but unet-classic's encoder has 5 stage\(s\); use 0 to 5"):
+        Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path / "bad", frozen_stages=9)))

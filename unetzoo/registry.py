@@ -39,8 +39,19 @@ def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
+class _Immutable:
+    """Specs are immutable, so a (deep) copy is the spec itself. ``copy.deepcopy`` of a model
+    that holds one (EMA and SWA copies) would otherwise fail on the read-only mapping proxies."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]):
+        return self
+
+
 @dataclass(frozen=True)
-class WeightsSpec:
+class WeightsSpec(_Immutable):
     """Everything needed to find and use one set of pretrained weights.
 
     Attributes:
@@ -92,7 +103,7 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_Immutable):
     """A registered model: how to build it and which weights it can take.
 
     Attributes:

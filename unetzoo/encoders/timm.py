@@ -5,7 +5,7 @@ Channels and reductions come from timm's ``feature_info``; nothing is typed by h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import timm
 import torch
@@ -53,17 +53,20 @@ class TimmEncoder(Encoder):
         self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
 
     def stages(self) -> list[nn.Module]:
-        """Group timm's top-level modules into one stage per tapped feature."""
+        """Group the backbone's modules into one stage per tapped feature.
+
+        timm's ``FeatureListNet`` (ResNet, ConvNeXt, ...) names its tapped top-level modules in
+        ``return_layers``. Backbones with their own feature class (EfficientNet, MobileNetV3)
+        tap submodules named in ``feature_info`` (``blocks.2``); their modules run in the order
+        they are registered, so a stage is everything after the previous tap up to its own.
+        Backbones that fit neither (hook-based wrappers) are one stage.
+        """
         return_layers = getattr(self.model, "return_layers", None)
-        if not return_layers:  # hook-based feature extractors: the whole backbone is one stage
-            return [self.model]
-        stages, current = [], []
-        for child_name, child in self.model.named_children():
-            current.append(child)
-            if child_name in return_layers:
-                stages.append(nn.ModuleList(current))
-                current = []
-        return stages
+        if return_layers:
+            return _group(self.model.named_children(), set(return_layers))
+        taps = [info["module"] for info in self.model.feature_info.get_dicts()]
+        stages = _group(_modules_down_to(self.model, taps), set(taps))
+        return stages if len(stages) == len(taps) else [self.model]
 
     def native_to_local(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Map full-model keys (``stem.0.weight``) to timm's flattened feature-net keys.
@@ -98,3 +101,25 @@ class TimmEncoder(Encoder):
         if self._channels_last_output:  # some timm backbones return NHWC features
             return [f.permute(0, 3, 1, 2) for f in features]
         return list(features)
+
+
+def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str]) -> list[nn.Module]:
+    """Consecutive modules, cut after each tapped name (modules after the last tap are unused)."""
+    stages, current = [], []
+    for name, module in named:
+        current.append(module)
+        if name in taps:
+            stages.append(nn.ModuleList(current))
+            current = []
+    return stages
+
+
+def _modules_down_to(module: nn.Module, taps: Sequence[str], prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """``module``'s children in order, with dotted names; a child that contains a tap (``blocks``
+    for ``blocks.2``) is replaced by its own children, so that every tap is one item."""
+    for name, child in module.named_children():
+        qualified = prefix + name
+        if qualified not in taps and any(t.startswith(qualified + ".") for t in taps):
+            yield from _modules_down_to(child, taps, qualified + ".")
+        else:
+            yield qualified, child

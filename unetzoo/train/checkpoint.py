@@ -124,6 +124,7 @@ def state_dict(
     best: float | None,
     history: list[dict[str, Any]],
     config: Mapping[str, Any],
+    ema: Any = None,
 ) -> dict[str, Any]:
     """The training state after ``epoch`` (0-based) has finished."""
     return {
@@ -137,6 +138,7 @@ def state_dict(
         "best": best,
         "history": history,
         "config": dict(config),
+        "ema": ema.state_dict() if ema is not None else None,
     }
 
 

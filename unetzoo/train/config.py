@@ -146,11 +146,13 @@ class TrainConfig:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     epochs: int = 10
     freeze_epochs: int = 0  # epochs with the encoder frozen (norm statistics too), then unfrozen
+    frozen_stages: int = 0  # encoder stages (shallowest first) that stay frozen after freeze_epochs
     batch_size: int = 8
     val_batch_size: int | None = None  # None: batch_size
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # auto: bf16 where the hardware is fast at it
     channels_last: bool = False
     grad_clip: float | None = None  # max gradient norm
+    ema: float | None = None  # decay of a moving average of the weights (e.g. 0.99), evaluated and saved
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms
     num_workers: int = 0
@@ -159,6 +161,7 @@ class TrainConfig:
     output_dir: str = "runs/train"
     monitor: str = "miou"  # validation metric (higher is better) that picks the best checkpoint
     eval_every: int = 1
+    val_tta: bool = False  # validate with logits averaged over flips (4 passes per image)
     overlays: int = 8  # validation images in the overlay grid
     plot_every: int = 5  # redraw curves and overlays every N epochs (and after the last one)
     progress: bool = True
@@ -179,12 +182,15 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (0 <= self.freeze_epochs <= self.epochs, "freeze_epochs must be between 0 and epochs"),
+            (self.frozen_stages >= 0, "frozen_stages must be >= 0 (0: the whole encoder trains after freeze_epochs)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.plot_every >= 1, "plot_every must be >= 1"),
             (self.optimizer.lr > 0, "optimizer.lr must be > 0"),
             (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
             (self.data.repeats >= 1, "data.repeats must be >= 1"),
+            (self.ema is None or 0.0 <= self.ema < 1.0,
+             f"ema is the weight average's decay per step, in [0, 1) (e.g. 0.99), got {self.ema}; null turns it off"),
             (self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs must be >= 0"),
             (self.model.num_classes >= 1, "model.num_classes must be >= 1"),
             (self.data.kind != "folder" or self.data.val_split is None,

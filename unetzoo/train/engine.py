@@ -27,6 +27,7 @@ from torch.utils.data.distributed import DistributedSampler
 from unetzoo import cpu_memory
 from unetzoo.train import builders, checkpoint, distributed, plots, records
 from unetzoo.train.config import ConfigError, TrainConfig, apply_overrides, config_diff, load_config
+from unetzoo.train.ema import WeightEMA
 from unetzoo.train.evaluate import EvalResult, center_crop_like, evaluate
 from unetzoo.train.result import CURVES_NAME, OVERLAYS_NAME, FitResult
 from unetzoo.train.schedule import build_scheduler
@@ -98,6 +99,7 @@ class Trainer:
             self.optimizer, cfg.schedule, steps_per_epoch=len(self.train_loader), epochs=cfg.epochs
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema is not None else None
         self.net: torch.nn.Module = self.model  # the DDP wrapper under torchrun
         self.start_epoch, self.best, self.best_epoch = 0, None, 0
         self.history: list[dict[str, Any]] = []
@@ -111,6 +113,10 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         model = builders.build_model(self.cfg.model)
         model.preprocessing = self.pre  # recorded in config.json by save_pretrained
+        stages = len(model.encoder_stages())
+        if self.cfg.frozen_stages > stages:
+            raise ConfigError(f"frozen_stages={self.cfg.frozen_stages}, but {self.cfg.model.name}'s encoder has "
+                              f"{stages} stage(s); use 0 to {stages}")
         if self.cfg.model.sync_bn and self.dist.enabled:
             if self.device.type == "cpu":
                 raise ConfigError("model.sync_bn=true needs GPUs (SyncBatchNorm has no CPU kernel); "
@@ -130,6 +136,10 @@ class Trainer:
             dict(f.__dict__) for f in self.scheduler.lr_lambdas]})
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ConfigError(f"{self.out} was trained without ema; resume it with ema=null or start afresh")
+            self.ema.load_state_dict(state["ema"])
         self.start_epoch = state["epoch"] + 1
         self.best, self.history = state["best"], list(state["history"])
         self.best_epoch = next((r["epoch"] for r in self.history if r.get("best")), 0)
@@ -181,10 +191,14 @@ class Trainer:
         return self._result(time.perf_counter() - start)
 
     def _set_phase(self, epoch: int) -> None:
-        frozen = epoch < self.cfg.freeze_epochs
-        changed = frozen != (self.model.frozen_stages is None)
+        """The whole encoder frozen for ``freeze_epochs``, then all but its first ``frozen_stages``."""
+        target = None if epoch < self.cfg.freeze_epochs else self.cfg.frozen_stages  # None: all of it
+        changed = target != self.model.frozen_stages
         if changed:
-            (self.model.freeze_encoder if frozen else self.model.unfreeze_encoder)()
+            if target == 0:
+                self.model.unfreeze_encoder()
+            else:
+                self.model.freeze_encoder(stages=target)
         if self.dist.enabled and (changed or self.net is self.model):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
@@ -250,19 +264,26 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return float(loss.detach())
 
     def _decoder_lr(self) -> float:
         groups = [g for g in self.optimizer.param_groups if g.get("name", "").startswith("decoder")]
         return float((groups or self.optimizer.param_groups)[0]["lr"])
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model that is evaluated and saved: the weight average with ``ema``, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def validate(self) -> dict[str, Any]:
         """Metrics of the current model on the validation set (all processes together)."""
         cfg = self.cfg
         self.last_eval = evaluate(
-            self.model, self.val_loader, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index,
+            self.eval_model, self.val_loader, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index,
             device=self.device, autocast=builders.autocast(self.precision, self.device), loss_fn=self.loss_fn,
-            keep=cfg.overlays if self.dist.is_main else 0, channels_last=cfg.channels_last,
+            keep=cfg.overlays if self.dist.is_main else 0, channels_last=cfg.channels_last, tta=cfg.val_tta,
         )
         return {"val_loss": self.last_eval.loss, "val_pixels": self.last_eval.pixels, **self.last_eval.metrics}
 
@@ -289,11 +310,11 @@ class Trainer:
             self._plot(epoch)
         metrics = {k: round(v, 4) for k, v in record.items() if k in ("miou", "fg_iou", "dice", "pixel_accuracy")}
         if improved:
-            checkpoint.save_model_dir(self.model, self.out / "best", metrics=metrics)
-        checkpoint.save_model_dir(self.model, self.out / "last", metrics=metrics)
+            checkpoint.save_model_dir(self.eval_model, self.out / "best", metrics=metrics)
+        checkpoint.save_model_dir(self.eval_model, self.out / "last", metrics=metrics)
         state = checkpoint.state_dict(
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-            epoch=epoch, best=self.best, history=self.history, config=cfg.to_dict(),
+            epoch=epoch, best=self.best, history=self.history, config=cfg.to_dict(), ema=self.ema,
         )
         checkpoint.atomic_save(state, self.out / checkpoint.STATE_NAME)  # the commit point of the epoch
 
