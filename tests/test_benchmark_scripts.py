@@ -109,3 +109,22 @@ def test_the_ensemble_of_one_model_twice_scores_like_the_model_and_like_the_orac
     assert _script("nuclei_boundary_oracle").main([tiny_model, "--max-shift", "0"]) == 0
     oracle = float(re.search(r"IoU as predicted: +([\d.]+)", capsys.readouterr().out).group(1))
     assert abs(oracle - scores[0]) < 1e-3  # softmax > 0.5 is the argmax the oracle script uses
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without a CUDA GPU")
+@pytest.mark.parametrize("name", ["gpu_train_step", "gpu_pair_timing"])
+def test_the_gpu_scripts_refuse_clearly_without_a_gpu(name, monkeypatch):
+    monkeypatch.setattr("sys.argv", [name, *(["unet-resnet18"] if name == "gpu_pair_timing" else [])])
+    with pytest.raises(SystemExit, match=f"{name}.py needs a CUDA GPU"):
+        _script(name).main()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without a CUDA GPU")
+def test_the_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "out")], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert run.returncode == 2 and "no CUDA GPU visible" in run.stderr
+    assert not (tmp_path / "out").exists()
