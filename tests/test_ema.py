@@ -96,8 +96,11 @@ def test_ema_config_is_validated() -> None:
         load_config(None, ["ema=1.5"])
 
 
-def test_training_evaluates_and_saves_the_average(blobs: Path, tmp_path: Path) -> None:
+def test_training_evaluates_and_saves_the_average(blobs: Path, tmp_path: Path, capsys) -> None:
     result = fit(tiny_config(blobs, tmp_path, epochs=2, ema=0.9))
+    # (1 + t) / (10 + t) reaches 0.9 at t = 80; the run has 6 steps, after which the decay is 7/16
+    assert (f"note: ema=0.9 is reached after 80 steps (the decay warms up as (1 + t) / (10 + t)); "
+            f"this run has 6, so its average ends at decay {7 / 16:.3f}") in capsys.readouterr().out
     state = load_state(result.state_path)
     assert state["ema"]["updates"] == 2 * 3  # 9 training images, batch 3, two epochs
     averaged, trained = state["ema"]["model"], state["model"]

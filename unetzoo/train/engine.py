@@ -177,6 +177,8 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self.log(f"{cfg.model.name} on {self.device} ({self.dist.world_size} process(es)), precision "
                      f"{self.precision}, output {self.out}\n{self.data.summary}")
+            if self.ema is not None:
+                self._note_ema_warmup()
         bar = tqdm(range(self.start_epoch, cfg.epochs), desc="epochs", unit="epoch",
                    initial=self.start_epoch, total=cfg.epochs, disable=not (self.dist.is_main and cfg.progress))
         for epoch in bar:
@@ -189,6 +191,14 @@ class Trainer:
             bar.set_postfix({k: f"{record[k]:.4f}" for k in ("train_loss", cfg.monitor) if record.get(k) is not None})
         bar.close()
         return self._result(time.perf_counter() - start)
+
+    def _note_ema_warmup(self) -> None:
+        """Say so when the run is too short for the average's decay to reach ``ema``."""
+        decay, steps = self.cfg.ema, len(self.train_loader) * self.cfg.epochs
+        needed = math.ceil(round((10 * decay - 1) / (1 - decay), 6))  # (1 + t) / (10 + t) >= decay
+        if steps < needed:
+            self.log(f"note: ema={decay} is reached after {needed} steps (the decay warms up as (1 + t) / (10 + t)); "
+                     f"this run has {steps}, so its average ends at decay {(1 + steps) / (10 + steps):.3f}")
 
     def _set_phase(self, epoch: int) -> None:
         """The whole encoder frozen for ``freeze_epochs``, then all but its first ``frozen_stages``."""
