@@ -14,6 +14,7 @@ average forgets the (random) initial decoder quickly in short runs. Floating-poi
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,9 +48,19 @@ class WeightEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    @staticmethod
+    def warmed_decay(decay: float, updates: int) -> float:
+        """The decay used after ``updates`` updates: ``min(decay, (1 + t) / (10 + t))``."""
+        return min(decay, (1.0 + updates) / (10.0 + updates))
+
+    @staticmethod
+    def warmup_steps(decay: float) -> int:
+        """Updates after which the warm-up reaches ``decay`` ((1 + t) / (10 + t) >= decay)."""
+        return max(0, math.ceil(round((10 * decay - 1) / (1 - decay), 6)))
+
     def current_decay(self) -> float:
         """The decay the next :meth:`update` uses (warmed up over the first updates)."""
-        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        return self.warmed_decay(self.decay, self.updates)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

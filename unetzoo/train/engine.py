@@ -195,10 +195,10 @@ class Trainer:
     def _note_ema_warmup(self) -> None:
         """Say so when the run is too short for the average's decay to reach ``ema``."""
         decay, steps = self.cfg.ema, len(self.train_loader) * self.cfg.epochs
-        needed = math.ceil(round((10 * decay - 1) / (1 - decay), 6))  # (1 + t) / (10 + t) >= decay
+        needed = WeightEMA.warmup_steps(decay)
         if steps < needed:
             self.log(f"note: ema={decay} is reached after {needed} steps (the decay warms up as (1 + t) / (10 + t)); "
-                     f"this run has {steps}, so its average ends at decay {(1 + steps) / (10 + steps):.3f}")
+                     f"this run has {steps}, so its average ends at decay {WeightEMA.warmed_decay(decay, steps):.3f}")
 
     def _set_phase(self, epoch: int) -> None:
         """The whole encoder frozen for ``freeze_epochs``, then all but its first ``frozen_stages``."""
