@@ -55,7 +55,8 @@ def test_seed_aliases():
 
 
 @pytest.mark.parametrize("name", ["unet-resnet18", "unet-resnet50", "unet-vgg16", "unet-convnext_tiny",
-                                  "unet-efficientnet_lite0", "unet-mobilenetv3_large_100"])
+                                  "unet-efficientnet_lite0", "unet-mobilenetv3_large_100",
+                                  "unet-vit_tiny_patch16_224", "unet-xception41", "unet-efficientformer_l1"])
 def test_stagewise_freezing(name):
     with torch.device("meta"):
         model = unetzoo.create(name, num_classes=2)
@@ -68,21 +69,28 @@ def test_stagewise_freezing(name):
         assert p.requires_grad == (id(p) not in frozen)
     assert frozen and len(frozen) < len(list(model.encoder.parameters()))
     model.train()
-    # stages() may wrap modules in fresh containers: check the model's own modules inside them
-    assert all(not m.training for s in stages[:2] for m in list(s.modules())[1:])
-    assert all(m.training for s in stages[2:] for m in list(s.modules())[1:])
+    # stages() may wrap modules (or loose parameters) in fresh containers: check the model's own
+    own = {id(m) for m in model.modules()}
+    assert all(not m.training for s in stages[:2] for m in s.modules() if id(m) in own)
+    assert all(m.training for s in stages[2:] for m in s.modules() if id(m) in own)
     with pytest.raises(ValueError, match="between 0 and"):
         model.freeze_encoder(stages=len(stages) + 1)
 
 
-@pytest.mark.parametrize("name", ["unet-resnet18", "unet-efficientnet_lite0"])
-def test_stage_k_computes_feature_k(name):
+@pytest.mark.parametrize("name,size", [
+    ("unet-resnet18", 64),
+    ("unet-efficientnet_lite0", 64),  # taps nested modules (blocks.N)
+    ("unet-vit_tiny_patch16_224", 224),  # FeatureGetterNet; class token and position embedding
+    ("unet-levit_128s", 224),  # FeatureGetterNet
+    ("unet-xception41", 64),  # FeatureHookNet: taps inside flattened blocks
+])
+def test_stage_k_computes_feature_k(name, size):
     """Stage i really computes feature i: feature k needs parameters of stages 0..k only, and
     of stage k itself (so freezing k stages freezes exactly what the first k features need)."""
     model = _small(name).eval()
     stages = model.encoder_stages()
     assert len(stages) == len(model.encoder.channels)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, size, size)
     for k, feature in enumerate(model.encoder(x)):
         model.zero_grad()
         feature.sum().backward(retain_graph=True)
@@ -90,6 +98,17 @@ def test_stage_k_computes_feature_k(name):
         allowed = {id(p) for s in stages[: k + 1] for p in s.parameters()}
         assert used <= allowed, f"feature {k} uses parameters of later stages"
         assert used & {id(p) for p in stages[k].parameters()}, f"feature {k} does not use stage {k}"
+
+
+def test_encoders_without_a_chain_of_stages_are_one_stage():
+    """HRNet's features all come out of its last stage, so it cannot be frozen stage by stage;
+    it is one stage, and asking for more says how many there are."""
+    with torch.device("meta"):
+        model = unetzoo.create("unet-hrnet_w18_small", num_classes=2)
+    assert len(model.encoder_stages()) == 1 < len(model.encoder.channels)
+    assert model.freeze_encoder(stages=1).frozen_stages == 1
+    with pytest.raises(ValueError, match=r"between 0 and 1 \(this encoder has 1 stages\)"):
+        model.freeze_encoder(stages=2)
 
 
 def test_param_groups():

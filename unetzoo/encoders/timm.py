@@ -56,17 +56,29 @@ class TimmEncoder(Encoder):
         """Group the backbone's modules into one stage per tapped feature.
 
         timm's ``FeatureListNet`` (ResNet, ConvNeXt, ...) names its tapped top-level modules in
-        ``return_layers``. Backbones with their own feature class (EfficientNet, MobileNetV3)
-        tap submodules named in ``feature_info`` (``blocks.2``); their modules run in the order
-        they are registered, so a stage is everything after the previous tap up to its own.
-        Backbones that fit neither (hook-based wrappers) are one stage.
+        ``return_layers``. The other feature nets tap modules named in ``feature_info``: nested
+        ones (``blocks.2`` in EfficientNet, MobileNetV3), ones inside the wrapped model of a
+        ``FeatureGetterNet`` (ViT, LeViT, EfficientFormer), or points inside a block that a
+        ``FeatureHookNet`` (Xception) flattened to ``blocks_2``. Their modules run in the order
+        they are registered, so a stage is everything after the previous tap up to the module
+        holding its own; parameters held by the model itself (a ViT's position embedding and
+        class token) belong to the first stage. Backbones whose features do not form such a
+        chain (HRNet, where every feature comes out of the last stage) stay one stage.
         """
         return_layers = getattr(self.model, "return_layers", None)
         if return_layers:
             return _group(self.model.named_children(), set(return_layers))
         taps = [info["module"] for info in self.model.feature_info.get_dicts()]
-        stages = _group(_modules_down_to(self.model, taps), set(taps))
-        return stages if len(stages) == len(taps) else [self.model]
+        root = self.model
+        if type(root).__name__ == "FeatureGetterNet":  # the wrapped model's own names
+            root = root.model
+        stages = _group(_modules_down_to(root, taps), set(taps))
+        if len(stages) != len(taps):
+            return [self.model]
+        loose = list(root.parameters(recurse=False))
+        if loose:
+            stages[0].insert(0, nn.ParameterList(loose))
+        return stages
 
     def native_to_local(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Map full-model keys (``stem.0.weight``) to timm's flattened feature-net keys.
@@ -104,14 +116,25 @@ class TimmEncoder(Encoder):
 
 
 def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str]) -> list[nn.Module]:
-    """Consecutive modules, cut after each tapped name (modules after the last tap are unused)."""
-    stages, current = [], []
+    """Consecutive modules, cut after each one that is or holds a tapped name (modules after
+    the last tap are unused). A name may be flattened (``blocks_2`` for ``blocks.2``)."""
+    stages, current, pending = [], [], set(taps)
     for name, module in named:
         current.append(module)
-        if name in taps:
+        hit = {t for t in pending if _holds(name, t)}
+        if hit:
             stages.append(nn.ModuleList(current))
             current = []
+            pending -= hit
+            if len(hit) > 1:  # two taps in one module: the stages would not match the features
+                return []
     return stages
+
+
+def _holds(name: str, tap: str) -> bool:
+    """Whether the module called ``name`` is, or contains, the tapped module ``tap``."""
+    flat = tap.replace(".", "_")
+    return tap == name or tap.startswith(name + ".") or flat == name or flat.startswith(name + "_")
 
 
 def _modules_down_to(module: nn.Module, taps: Sequence[str], prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
