@@ -128,3 +128,27 @@ def test_the_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path):
                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert run.returncode == 2 and "no CUDA GPU visible" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_group_norm_benchmark_times_both_norms_side_by_side(capsys):
+    module = _script("bench_groupnorm")
+    assert module.main(["--batch", "2", "--size", "32", "--rounds", "1", "--step-rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
+    assert [(int(c), int(s)) for c, s, *_ in rows] == module.DEMO_SHAPES
+    assert all(float(t) > 0 and float(o) > 0 for _, _, t, o, _ in rows)
+    steps = dict(re.findall(r"^\| (torch\.nn\.GroupNorm|unetzoo GroupNorm) \| ([\d.]+) \|$", out, re.M))
+    assert set(steps) == {"torch.nn.GroupNorm", "unetzoo GroupNorm"}
+    assert re.search(r"^speed-up of the training step: [\d.]+x$", out, re.M)
+
+
+def test_the_group_norm_benchmark_swaps_in_torchs_norm_with_the_same_weights():
+    module = _script("bench_groupnorm")
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_norm="gn", decoder_channels=(32, 16, 16, 8, 8))
+    x = torch.randn(1, 3, 32, 32)
+    expected = model.eval()(x)
+    swapped = module._with_torch_group_norm(model)
+    norms = [m for m in swapped.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and not any(isinstance(m, module.GroupNorm) for m in norms)
+    torch.testing.assert_close(swapped(x), expected)

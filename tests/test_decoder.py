@@ -1,14 +1,15 @@
-"""The U-Net decoder's concatenation-free first convolution (ConcatConv2d)."""
+"""The U-Net decoder's concatenation-free first convolution (ConcatConv2d) and its GroupNorm."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import unetzoo
 from unetzoo.decoders import unet as unet_decoder
-from unetzoo.decoders.unet import ConcatConv2d, _chunks
+from unetzoo.decoders.unet import ConcatConv2d, GroupNorm, _chunks
 
 
 @pytest.mark.parametrize(("channels", "limit", "expected"), [
@@ -137,3 +138,36 @@ def test_lerp_upsampling_refuses_other_layouts():
 
     with pytest.raises(ValueError, match="channels-last"):
         upsample2x_bilinear(torch.randn(1, 4, 6, 6), True)  # 4 channels, plain NCHW
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_on_channels_last_matches_torch_and_keeps_the_layout(dtype):
+    """unetzoo's GroupNorm computes a channels-last CPU input in the default layout (faster);
+    values and gradients must be torch's, and the output must stay channels-last."""
+    torch.manual_seed(0)
+    ours, plain = GroupNorm(8, 16), nn.GroupNorm(8, 16)
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+    plain.load_state_dict(ours.state_dict())
+    x = (torch.randn(2, 16, 12, 10) * 3 + 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 16, 12, 10).to(dtype)
+    results = []
+    for norm in (ours, plain):
+        xi = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+        y = norm(xi)
+        y.backward(grad)
+        results.append((y, xi.grad, norm.weight.grad, norm.bias.grad))
+        norm.zero_grad()
+    (y, gx, gw, gb), (y_ref, gx_ref, gw_ref, gb_ref) = results
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+    for a, b in ((y, y_ref), (gx, gx_ref), (gw, gw_ref), (gb, gb_ref)):
+        torch.testing.assert_close(a, b, **tol)
+    contiguous = x.contiguous()
+    assert ours(contiguous).is_contiguous()  # the default layout goes straight to torch's kernel
+
+
+def test_the_gn_decoder_is_built_with_unetzoos_group_norm():
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_norm="gn", decoder_channels=(32, 16, 16, 8, 8))
+    norms = [m for m in model.decoder.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(isinstance(m, GroupNorm) for m in norms)
