@@ -130,20 +130,21 @@ def test_the_gpu_check_script_refuses_clearly_without_a_gpu(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_group_norm_benchmark_times_both_norms_side_by_side(capsys):
-    module = _script("bench_groupnorm")
+def test_the_cpu_bf16_training_benchmark_times_each_route_side_by_side(capsys):
+    module = _script("bench_cpu_bf16_training")
     assert module.main(["--batch", "2", "--size", "32", "--rounds", "1", "--step-rounds", "1"]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
-    assert [(int(c), int(s)) for c, s, *_ in rows] == module.DEMO_SHAPES
-    assert all(float(t) > 0 and float(o) > 0 for _, _, t, o, _ in rows)
-    steps = dict(re.findall(r"^\| (torch\.nn\.GroupNorm|unetzoo GroupNorm) \| ([\d.]+) \|$", out, re.M))
-    assert set(steps) == {"torch.nn.GroupNorm", "unetzoo GroupNorm"}
-    assert re.search(r"^speed-up of the training step: [\d.]+x$", out, re.M)
+    norms = re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
+    assert [(int(c), int(s)) for c, s, *_ in norms] == module.DEMO_SHAPES
+    convs = re.findall(r"^\| (\d+) \| (\d+) \| (\d) \| (\d) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
+    assert [tuple(map(int, row[:4])) for row in convs] == module.DEPTHWISE_SHAPES
+    steps = re.findall(r"^\| ([^|\d][^|]*) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
+    assert [label for label, *_ in steps] == list(module.VARIANTS)
+    assert all(float(ms) > 0 for _, ms, _ in steps) and steps[0][2] == "1.00"
 
 
-def test_the_group_norm_benchmark_swaps_in_torchs_norm_with_the_same_weights():
-    module = _script("bench_groupnorm")
+def test_the_cpu_bf16_training_benchmark_swaps_in_torchs_group_norm_with_the_same_weights():
+    module = _script("bench_cpu_bf16_training")
     torch.manual_seed(0)
     model = unetzoo.create("unet-resnet18", num_classes=2, decoder_norm="gn", decoder_channels=(32, 16, 16, 8, 8))
     x = torch.randn(1, 3, 32, 32)

@@ -42,7 +42,7 @@ class GroupNorm(nn.GroupNorm):
     PyTorch's CPU group norm is several times slower on channels-last tensors than on
     contiguous ones, its backward pass most: for the demo decoder's last block (batch 4,
     16 channels, 128x128, bfloat16 autocast) forward and backward take 16 ms, against 3.4 ms
-    with the two layout copies this adds (``benchmarks/bench_groupnorm.py``). The output keeps
+    with the two layout copies this adds (``benchmarks/bench_cpu_bf16_training.py``). The output keeps
     the input's layout, so the convolutions around it stay channels-last. Other devices and
     layouts run ``nn.GroupNorm`` as it is.
     """
