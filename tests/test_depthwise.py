@@ -100,3 +100,15 @@ def test_the_trainer_switches_them_for_cpu_bf16_only_and_switches_back(blobs: Pa
     fp32 = Trainer(TrainConfig.from_dict(_depthwise_config(blobs, tmp_path / "fp32", "fp32")))
     assert fp32.float32_depthwise == 0
     fp32.close()
+
+
+@pytest.mark.parametrize("mode,dtype,switched", [("train", "bfloat16", True), ("train", "float32", False),
+                                                 ("infer", "bfloat16", False)])
+def test_benchmark_training_cases_run_depthwise_convolutions_as_the_trainer_does(mode, dtype, switched):
+    from unetzoo.bench.cases import Case, _prepare, build_network
+
+    case = Case("unet-mobilenetv3_small_050", variant="cl", mode=mode, dtype=dtype, batch=1, size=32,
+                options={"decoder_channels": [16, 16, 8, 8]})
+    model, _, _ = _prepare(build_network(case), case, torch.randn(1, 3, 32, 32))
+    depthwise = [m for m in model.modules() if is_depthwise(m)]
+    assert depthwise and all((type(m).__module__ == "unetzoo.train.depthwise") == switched for m in depthwise)

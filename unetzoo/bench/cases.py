@@ -125,6 +125,10 @@ def _prepare(model: nn.Module, case: Case, x: torch.Tensor) -> tuple[nn.Module, 
     """Apply the variant; returns the model, the input, and a context-manager factory."""
     bf16 = case.dtype == "bfloat16"
     autocast = (lambda: torch.autocast(x.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    if case.mode == "train" and bf16 and x.device.type == "cpu":
+        from unetzoo.train.depthwise import float32_depthwise
+
+        float32_depthwise(model)  # as unetzoo's trainer runs CPU bf16 training, for every network alike
     if case.variant == "cl":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
