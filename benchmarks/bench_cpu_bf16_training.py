@@ -11,7 +11,8 @@ step of the demo's model (``unet-efficientnet_lite0``, GroupNorm decoder 128-64-
 This times, side by side in one run, forward + backward of each such layer at the demo's shapes
 (batch 4 of 128x128 crops) with torch's kernel and with unetzoo's route, then the demo's whole
 training step (forward, loss, backward, AdamW step) with neither, with the group norm only, and
-with both. Times are the fastest of interleaved calls (the least disturbed on a shared machine).
+with both, and what each keeps for the backward pass. Times are the fastest of interleaved calls
+(the least disturbed on a shared machine).
 
     python benchmarks/bench_cpu_bf16_training.py > benchmarks/results/cpu_bf16_training.md
 """
@@ -27,6 +28,7 @@ from torch import nn
 
 import unetzoo
 from unetzoo.bench.hardware import machine_info
+from unetzoo.bench.measure import saved_activation_bytes
 from unetzoo.decoders.unet import GroupNorm
 from unetzoo.train.depthwise import float32_depthwise
 
@@ -110,8 +112,9 @@ VARIANTS = {
 }
 
 
-def train_step_times(batch: int, size: int, rounds: int) -> dict[str, float]:
-    steps = {}
+def train_step_times(batch: int, size: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds per training step and MiB of saved activations, per variant."""
+    steps, saved = {}, {}
     for label, how in VARIANTS.items():
         torch.manual_seed(0)
         model = unetzoo.create("unet-efficientnet_lite0", num_classes=2, decoder_channels=[128, 64, 32, 16],
@@ -125,14 +128,19 @@ def train_step_times(batch: int, size: int, rounds: int) -> dict[str, float]:
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=CL)
         y = torch.randint(0, 2, (batch, size, size))
 
-        def step(model=model, opt=opt, x=x, y=y):
+        def forward_backward(model=model, x=x, y=y):
             with torch.autocast(**BF16):
                 loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
             loss.backward()
+
+        def step(model=model, opt=opt, forward_backward=forward_backward):
+            opt.zero_grad(set_to_none=True)
+            forward_backward()
             opt.step()
         steps[label] = step
-    return {k: v * 1e3 for k, v in _best(steps, rounds).items()}
+        saved[label] = saved_activation_bytes(model, forward_backward) / 2**20
+        model.zero_grad(set_to_none=True)
+    return {k: v * 1e3 for k, v in _best(steps, rounds).items()}, saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,14 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for channels, side, kernel, stride, bf16, fp32 in depthwise_rows(args.batch, args.rounds):
         print(f"| {channels} | {side} | {kernel} | {stride} | {bf16:.2f} | {fp32:.2f} | {bf16 / fp32:.2f}x |")
-    times = train_step_times(args.batch, args.size, args.step_rounds)
+    times, saved = train_step_times(args.batch, args.size, args.step_rounds)
     print(f"\nThe demo's training step (unet-efficientnet_lite0, batch {args.batch}, {args.size}x{args.size}, "
           "bfloat16 autocast, channels-last, AdamW):\n")
-    print("| kernels | ms per step | speed-up |")
-    print("|---|---|---|")
+    print("| kernels | ms per step | speed-up | saved activations MiB |")
+    print("|---|---|---|---|")
     base = times["torch's kernels"]
     for label, ms in times.items():
-        print(f"| {label} | {ms:.1f} | {base / ms:.2f}x |")
+        print(f"| {label} | {ms:.1f} | {base / ms:.2f}x | {saved[label]:.1f} |")
     return 0
 
 

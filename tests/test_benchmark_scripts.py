@@ -138,9 +138,11 @@ def test_the_cpu_bf16_training_benchmark_times_each_route_side_by_side(capsys):
     assert [(int(c), int(s)) for c, s, *_ in norms] == module.DEMO_SHAPES
     convs = re.findall(r"^\| (\d+) \| (\d+) \| (\d) \| (\d) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
     assert [tuple(map(int, row[:4])) for row in convs] == module.DEPTHWISE_SHAPES
-    steps = re.findall(r"^\| ([^|\d][^|]*) \| ([\d.]+) \| ([\d.]+)x \|$", out, re.M)
+    steps = re.findall(r"^\| ([^|\d][^|]*) \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) \|$", out, re.M)
     assert [label for label, *_ in steps] == list(module.VARIANTS)
-    assert all(float(ms) > 0 for _, ms, _ in steps) and steps[0][2] == "1.00"
+    assert all(float(ms) > 0 for _, ms, _, _ in steps) and steps[0][2] == "1.00"
+    saved = [float(mib) for *_, mib in steps]
+    assert saved[0] == saved[1] < saved[2]  # the same tensors kept, then float32 depthwise inputs
 
 
 def test_the_cpu_bf16_training_benchmark_swaps_in_torchs_group_norm_with_the_same_weights():
