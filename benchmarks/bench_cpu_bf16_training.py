@@ -20,7 +20,6 @@ with both, and what each keeps for the backward pass. Times are the fastest of i
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from torch import nn
 
 import unetzoo
 from unetzoo.bench.hardware import machine_info
-from unetzoo.bench.measure import saved_activation_bytes
+from unetzoo.bench.measure import fastest_interleaved, saved_activation_bytes
 from unetzoo.decoders.unet import GroupNorm
 from unetzoo.train.depthwise import float32_depthwise
 
@@ -38,19 +37,6 @@ BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 DEMO_SHAPES = [(128, 8), (64, 16), (32, 32), (16, 64), (16, 128)]
 # (channels, input side, kernel, stride) of depthwise convolutions in the demo's encoder
 DEPTHWISE_SHAPES = [(32, 64, 3, 1), (96, 64, 3, 2), (144, 32, 5, 2), (240, 16, 5, 1), (672, 8, 5, 1), (1152, 4, 5, 1)]
-
-
-def _best(fns: dict, rounds: int) -> dict:
-    """Fastest of ``rounds`` calls of each function, interleaved (so a busy spell hits all alike)."""
-    best = {k: float("inf") for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def _layer_step(layer: nn.Module, x: torch.Tensor):
@@ -73,7 +59,7 @@ def norm_rows(batch: int, rounds: int) -> list[tuple]:
     for channels, side in DEMO_SHAPES:
         x = _input(batch, channels, side)
         groups = min(32, channels)
-        best = _best({"torch": _layer_step(nn.GroupNorm(groups, channels), x),
+        best = fastest_interleaved({"torch": _layer_step(nn.GroupNorm(groups, channels), x),
                       "unetzoo": _layer_step(GroupNorm(groups, channels), x)}, rounds)
         rows.append((channels, side, best["torch"] * 1e3, best["unetzoo"] * 1e3))
     return rows
@@ -89,7 +75,7 @@ def depthwise_rows(batch: int, rounds: int) -> list[tuple]:
             convs.append(nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
                          .to(memory_format=CL))
         float32_depthwise(convs[1])
-        best = _best({"bf16": _layer_step(convs[0], x), "fp32": _layer_step(convs[1], x)}, rounds)
+        best = fastest_interleaved({"bf16": _layer_step(convs[0], x), "fp32": _layer_step(convs[1], x)}, rounds)
         rows.append((channels, side, kernel, stride, best["bf16"] * 1e3, best["fp32"] * 1e3))
     return rows
 
@@ -140,7 +126,7 @@ def train_step_times(batch: int, size: int, rounds: int) -> tuple[dict[str, floa
         steps[label] = step
         saved[label] = saved_activation_bytes(model, forward_backward) / 2**20
         model.zero_grad(set_to_none=True)
-    return {k: v * 1e3 for k, v in _best(steps, rounds).items()}, saved
+    return {k: v * 1e3 for k, v in fastest_interleaved(steps, rounds).items()}, saved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,28 +24,16 @@ Times are the fastest of many interleaved calls (the least disturbed on a shared
 
 from __future__ import annotations
 
-import time
 
 import torch
 import torch.nn.functional as F
+
+from unetzoo.bench.measure import fastest_interleaved
 
 CL = torch.channels_last
 # (channels of x, channels of the skip, side of the skip, out channels) for 512x512 inputs
 SMP_BLOCKS = [(2048, 1024, 32, 256), (256, 512, 64, 128), (128, 256, 128, 64), (64, 64, 256, 32)]
 SEED_BLOCKS = [(2048, 1024, 32, 512), (512, 512, 64, 256), (256, 256, 128, 128), (128, 64, 256, 64)]
-
-
-def _best(fns: dict, rounds: int) -> dict:
-    """Fastest of ``rounds`` calls of each function, interleaved (so a busy spell hits all alike)."""
-    best = {k: float("inf") for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def interp_cat(x, skip, mode):
@@ -85,8 +73,8 @@ def main() -> None:
                 assert torch.equal(ref, alt), "prealloc must give the same tensor"
                 up = lambda: F.interpolate(x, size=skip.shape[-2:], mode=mode,
                                            **({"align_corners": True} if mode == "bilinear" else {}))
-                copies = _best({"cat": lambda: interp_cat(x, skip, mode), "pre": lambda: prealloc(x, skip, mode)}, 40)
-                convs = _best({"cat": lambda: conv(interp_cat(x, skip, mode)),
+                copies = fastest_interleaved({"cat": lambda: interp_cat(x, skip, mode), "pre": lambda: prealloc(x, skip, mode)}, 40)
+                convs = fastest_interleaved({"cat": lambda: conv(interp_cat(x, skip, mode)),
                                "split": lambda: conv_a(up()) + conv_b(skip)}, 10)
                 t_cat, t_pre, t_conv, t_split = copies["cat"], copies["pre"], convs["cat"], convs["split"]
             print(f"| {name} | {cx}@{side // 2} -> {cs}@{side} | {1e3 * t_cat:.2f} | {1e3 * t_pre:.2f} | "
@@ -114,7 +102,7 @@ def train_table() -> None:
                 out.float().sum().backward()
 
             x.requires_grad_(True)
-            best = _best({"cat": lambda: step(lambda: conv(torch.cat([x, skip], 1))),
+            best = fastest_interleaved({"cat": lambda: step(lambda: conv(torch.cat([x, skip], 1))),
                           "split": lambda: step(lambda: split([x, skip]))}, 5)
             print(f"| {name} | {cx}@{side} -> {cs}@{side} | {1e3 * best['cat']:.1f} | {1e3 * best['split']:.1f} | "
                   f"{best['cat'] / best['split']:.2f}x |")

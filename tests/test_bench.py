@@ -14,7 +14,7 @@ from torch import nn
 import unetzoo
 from unetzoo.bench.cases import Case, build_network, run_case, smp_like_options
 from unetzoo.bench.hardware import matmul_peak
-from unetzoo.bench.measure import Timing, count_flops, saved_activation_bytes, time_callable
+from unetzoo.bench.measure import Timing, count_flops, fastest_interleaved, saved_activation_bytes, time_callable
 from unetzoo.bench.suite import compare_rows, smp_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,22 @@ def test_timing_statistics():
     calls = []
     timing = time_callable(lambda: calls.append(1), warmup=2, repeats=3)
     assert len(calls) == 5 and timing.repeats == 3
+
+
+def test_fastest_interleaved_takes_turns_and_keeps_each_functions_fastest_call():
+    import time
+
+    calls, pauses = [], {"slow": iter([0.05, 0.02, 0.03]), "fast": iter([0.0, 0.001, 0.002])}
+
+    def make(name):
+        def fn():
+            calls.append(name)
+            time.sleep(next(pauses[name]))
+        return fn
+
+    best = fastest_interleaved({"slow": make("slow"), "fast": make("fast")}, rounds=2)
+    assert calls == ["slow", "fast"] * 3  # one untimed call each, then turns
+    assert 0.02 <= best["slow"] < 0.03 and 0.001 <= best["fast"] < 0.02
 
 
 _MONITOR_CHECK = """

@@ -6,12 +6,12 @@ import resource
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Timing", "time_callable", "count_flops", "MemoryMonitor", "synchronize"]
+__all__ = ["Timing", "time_callable", "fastest_interleaved", "count_flops", "MemoryMonitor", "synchronize"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -66,6 +66,23 @@ def time_callable(
         synchronize(device)
         samples.append(time.perf_counter() - t0)
     return Timing.from_samples(samples)
+
+
+def fastest_interleaved(fns: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds of the fastest of ``rounds`` calls of each function, after one untimed call each.
+
+    The functions take turns, so a busy spell on a shared machine slows all of them alike, and
+    the fastest call is the least disturbed one (CPU timings, no device synchronisation).
+    """
+    best = {k: float("inf") for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
 
 
 def count_flops(fn: Callable[[], object]) -> int:
