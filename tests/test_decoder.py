@@ -167,6 +167,23 @@ def test_group_norm_on_channels_last_matches_torch_and_keeps_the_layout(dtype):
     assert ours(contiguous).is_contiguous()  # the default layout goes straight to torch's kernel
 
 
+def test_group_norm_reroutes_only_what_autograd_records(monkeypatch):
+    """Torch's channels-last forward pass is fast; only its backward pass is slow. So the layout
+    switch happens only when gradients will flow (input or weights), never under no_grad."""
+    seen = []
+    original = nn.GroupNorm.forward
+    monkeypatch.setattr(nn.GroupNorm, "forward", lambda self, x: seen.append(x.is_contiguous()) or original(self, x))
+    norm = GroupNorm(4, 8)
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        norm(x)
+    norm(x)  # the weights want gradients
+    norm.requires_grad_(False)
+    norm(x)  # nothing to differentiate
+    norm(x.requires_grad_(True))
+    assert seen == [False, True, False, True]
+
+
 def test_the_gn_decoder_is_built_with_unetzoos_group_norm():
     model = unetzoo.create("unet-resnet18", num_classes=2, decoder_norm="gn", decoder_channels=(32, 16, 16, 8, 8))
     norms = [m for m in model.decoder.modules() if isinstance(m, nn.GroupNorm)]

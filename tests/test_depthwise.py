@@ -48,6 +48,10 @@ def test_without_gradients_or_autocast_nothing_changes():
         torch.testing.assert_close(conv(x), plain(x), atol=0, rtol=0)
         assert conv(x).dtype == torch.bfloat16
     torch.testing.assert_close(conv(x), plain(x), atol=0, rtol=0)  # no autocast: float32 as before
+    conv.requires_grad_(False)
+    plain.requires_grad_(False)
+    with torch.autocast(**BF16):  # frozen, and no gradient wanted for x: nothing recorded, bf16 kernel
+        torch.testing.assert_close(conv(x), plain(x), atol=0, rtol=0)
     bf16 = copy.deepcopy(plain).to(torch.bfloat16)
     float32_depthwise(bf16)  # bfloat16 weights: left to autocast (a float32 input would not match them)
     with torch.autocast(**BF16):

@@ -37,19 +37,21 @@ def _act(name: str | None) -> nn.Module | None:
 
 
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` that normalises a channels-last CPU input in the default layout.
+    """``nn.GroupNorm`` that trains on a channels-last CPU input in the default layout.
 
-    PyTorch's CPU group norm is several times slower on channels-last tensors than on
-    contiguous ones, its backward pass most: for the demo decoder's last block (batch 4,
-    16 channels, 128x128, bfloat16 autocast) forward and backward take 16 ms, against 3.4 ms
-    with the two layout copies this adds (``benchmarks/bench_cpu_bf16_training.py``). The output keeps
-    the input's layout, so the convolutions around it stay channels-last. Other devices and
-    layouts run ``nn.GroupNorm`` as it is.
+    PyTorch's CPU group norm backward pass is several times slower on channels-last tensors
+    than on contiguous ones: for the demo decoder's last block (batch 4, 16 channels, 128x128,
+    bfloat16 autocast) forward and backward take 16 ms, against 2.3 ms with the two layout
+    copies this adds (``benchmarks/bench_cpu_bf16_training.py``). The output keeps the input's
+    layout, so the convolutions around it stay channels-last. Without gradients (validation,
+    inference), where torch's channels-last forward pass is the fast one, and on other devices
+    and layouts it is ``nn.GroupNorm`` as it is.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        if (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()
+                and (x.requires_grad or (self.affine and self.weight.requires_grad))
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 

@@ -4,10 +4,10 @@ PyTorch's CPU backward pass of a depthwise convolution (``groups == in_channels 
 out_channels``) is several times slower in bfloat16 than in float32, while its forward pass is
 fast in both. In the demo's ``unet-efficientnet_lite0`` training step the depthwise backward
 passes took over a third of the time. :func:`float32_depthwise` switches a model's depthwise
-convolutions to subclasses of their own classes that, while gradients are being recorded under
-CPU autocast, step out of autocast for that one convolution: the input goes up to float32 and
-the output comes back in autocast's dtype. Calls without gradients (validation, inference) keep
-the bfloat16 kernel. Weights, checkpoint keys, ``isinstance`` checks and other devices are
+convolutions to subclasses of their own classes that, while autograd records them under CPU
+autocast, step out of autocast for that one convolution: the input goes up to float32 and the
+output comes back in autocast's dtype. Calls it does not record (validation, inference, a frozen
+encoder) keep the bfloat16 kernel. Weights, checkpoint keys, ``isinstance`` checks and other devices are
 unchanged; :func:`restore_depthwise` undoes it. ``benchmarks/bench_cpu_bf16_training.py`` measures the
 effect on the demo's training step.
 """
@@ -24,8 +24,8 @@ class _Float32Depthwise:
     """Mixin placed before a convolution class: float32 computation under CPU autocast with grad."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-                and self.weight.dtype == torch.float32):
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+                and torch.is_autocast_enabled("cpu") and self.weight.dtype == torch.float32):
             dtype = torch.get_autocast_dtype("cpu")
             with torch.autocast("cpu", enabled=False):
                 return super().forward(x.float()).to(dtype)
