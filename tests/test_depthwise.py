@@ -91,7 +91,7 @@ def _depthwise_config(blobs: Path, out: Path, precision: str) -> dict:
 def test_the_trainer_switches_them_for_cpu_bf16_only_and_switches_back(blobs: Path, tmp_path: Path):
     trainer = Trainer(TrainConfig.from_dict(_depthwise_config(blobs, tmp_path / "bf16", "bf16")))
     count = sum(is_depthwise(m) for m in trainer.model.modules())
-    assert count > 0 and trainer.float32_depthwise == count
+    assert count > 0 and trainer.fp32_depthwise_count == count
     assert trainer.ema is None
     grads = []
     conv = next(m for m in trainer.model.modules() if is_depthwise(m))
@@ -102,7 +102,7 @@ def test_the_trainer_switches_them_for_cpu_bf16_only_and_switches_back(blobs: Pa
     assert (True, torch.bfloat16) in grads and (False, torch.bfloat16) in grads
     assert all(type(m).__module__ != "unetzoo.train.depthwise" for m in trainer.model.modules())
     fp32 = Trainer(TrainConfig.from_dict(_depthwise_config(blobs, tmp_path / "fp32", "fp32")))
-    assert fp32.float32_depthwise == 0
+    assert fp32.fp32_depthwise_count == 0
     fp32.close()
 
 

@@ -6,10 +6,10 @@ fast in both. In the demo's ``unet-efficientnet_lite0`` training step the depthw
 passes took over a third of the time. :func:`float32_depthwise` switches a model's depthwise
 convolutions to subclasses of their own classes that, while autograd records them under CPU
 autocast, step out of autocast for that one convolution: the input goes up to float32 and the
-output comes back in autocast's dtype. Calls it does not record (validation, inference, a frozen
-encoder) keep the bfloat16 kernel. Weights, checkpoint keys, ``isinstance`` checks and other devices are
-unchanged; :func:`restore_depthwise` undoes it. ``benchmarks/bench_cpu_bf16_training.py`` measures the
-effect on the demo's training step.
+output comes back in autocast's dtype. Calls it does not record (validation, inference, a
+frozen encoder) keep the bfloat16 kernel. Weights, checkpoint keys, ``isinstance`` checks and
+other devices are unchanged; :func:`restore_depthwise` undoes it.
+``benchmarks/bench_cpu_bf16_training.py`` measures the effect on the demo's training step.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from unetzoo import cpu_memory
 from unetzoo.train import builders, checkpoint, distributed, plots, records
-from unetzoo.train.depthwise import float32_depthwise, restore_depthwise
 from unetzoo.train.config import ConfigError, TrainConfig, apply_overrides, config_diff, load_config
+from unetzoo.train.depthwise import float32_depthwise, restore_depthwise
 from unetzoo.train.ema import WeightEMA
 from unetzoo.train.evaluate import EvalResult, center_crop_like, evaluate
 from unetzoo.train.result import CURVES_NAME, OVERLAYS_NAME, FitResult
@@ -102,8 +102,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema is not None else None
         # bf16 depthwise backward passes are slow on CPUs; float32 ones are not (depthwise.py)
-        self.float32_depthwise = (float32_depthwise(self.model)
-                                  if self.device.type == "cpu" and self.precision == "bf16" else 0)
+        self.fp32_depthwise_count = (float32_depthwise(self.model)
+                                     if self.device.type == "cpu" and self.precision == "bf16" else 0)
         self.net: torch.nn.Module = self.model  # the DDP wrapper under torchrun
         self.start_epoch, self.best, self.best_epoch = 0, None, 0
         self.history: list[dict[str, Any]] = []
@@ -165,9 +165,9 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group (if this run joined it) and restore torch's global settings."""
         threads, deterministic = self._saved_globals
-        if getattr(self, "float32_depthwise", 0):
+        if getattr(self, "fp32_depthwise_count", 0):
             restore_depthwise(self.model)
-            self.float32_depthwise = 0
+            self.fp32_depthwise_count = 0
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         if self._owns_group:
@@ -182,7 +182,7 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            dw = f" ({self.float32_depthwise} depthwise convolutions train in fp32)" if self.float32_depthwise else ""
+            dw = f" ({n} depthwise convolutions train in fp32)" if (n := self.fp32_depthwise_count) else ""
             self.log(f"{cfg.model.name} on {self.device} ({self.dist.world_size} process(es)), precision "
                      f"{self.precision}{dw}, output {self.out}\n{self.data.summary}")
             if self.ema is not None:
