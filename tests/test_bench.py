@@ -79,20 +79,22 @@ def test_timing_statistics():
     assert len(calls) == 5 and timing.repeats == 3
 
 
-def test_fastest_interleaved_takes_turns_and_keeps_each_functions_fastest_call():
-    import time
+def test_fastest_interleaved_takes_turns_and_keeps_each_functions_fastest_call(monkeypatch):
+    import unetzoo.bench.measure as measure
 
-    calls, pauses = [], {"slow": iter([0.05, 0.02, 0.03]), "fast": iter([0.0, 0.001, 0.002])}
+    clock = [0.0]  # a fake perf_counter, advanced by the calls themselves: no real sleeps, no flakiness
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+    calls, durations = [], {"slow": iter([0.05, 0.02, 0.03]), "fast": iter([0.0, 0.001, 0.002])}
 
     def make(name):
         def fn():
             calls.append(name)
-            time.sleep(next(pauses[name]))
+            clock[0] += next(durations[name])
         return fn
 
     best = fastest_interleaved({"slow": make("slow"), "fast": make("fast")}, rounds=2)
     assert calls == ["slow", "fast"] * 3  # one untimed call each, then turns
-    assert 0.02 <= best["slow"] < 0.03 and 0.001 <= best["fast"] < 0.02
+    assert best == pytest.approx({"slow": 0.02, "fast": 0.001})  # the untimed first calls do not count
 
 
 _MONITOR_CHECK = """

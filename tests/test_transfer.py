@@ -100,11 +100,14 @@ def test_stage_k_computes_feature_k(name, size):
         assert used & {id(p) for p in stages[k].parameters()}, f"feature {k} does not use stage {k}"
 
 
-def test_encoders_without_a_chain_of_stages_are_one_stage():
-    """HRNet's features all come out of its last stage, so it cannot be frozen stage by stage;
-    it is one stage, and asking for more says how many there are."""
+@pytest.mark.parametrize("name", ["unet-hrnet_w18_small", "unet-nasnetalarge", "unet-pnasnet5large",
+                                  "unet-mvitv2_tiny", "unet-twins_pcpvt_small", "unet-gemma4_vit_167m"])
+def test_encoders_without_a_chain_of_stages_are_one_stage(name):
+    """The backbones the README lists as one stage: HRNet's features all come out of its last
+    stage; the others' taps do not map to consecutive modules. Asking for more stages says how
+    many there are."""
     with torch.device("meta"):
-        model = unetzoo.create("unet-hrnet_w18_small", num_classes=2)
+        model = unetzoo.create(name, num_classes=2)
     assert len(model.encoder_stages()) == 1 < len(model.encoder.channels)
     assert model.freeze_encoder(stages=1).frozen_stages == 1
     with pytest.raises(ValueError, match=r"between 0 and 1 \(this encoder has 1 stages\)"):
