@@ -7,7 +7,8 @@ demo's held-out 20% (whole, unaugmented images, float32, pooled foreground IoU):
     python benchmarks/nuclei_ensemble.py runs/demo0/last runs/demo1/last runs/demo2/last
 
 The ensemble predicts foreground where the mean of the models' softmax foreground
-probabilities exceeds 0.5.
+probabilities exceeds 0.5. ``--tta flips`` averages each model over the four flips first (as
+``unetzoo eval --tta`` does); ``--tta d8`` over all eight symmetries of the square.
 """
 
 from __future__ import annotations
@@ -18,9 +19,28 @@ import sys
 import torch
 
 
+def foreground(model: torch.nn.Module, image: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """The model's foreground probability for an ``N x C x H x W`` batch, ``N x H x W``.
+
+    ``tta``: ``"none"``, ``"flips"`` (the mean over the four flips, each flipped back) or ``"d8"``
+    (those four on the image and on its transpose: all eight symmetries of the square).
+    """
+    from unetzoo.inference.predict import TTA_FLIPS, flip_averaged
+
+    def one(x: torch.Tensor) -> torch.Tensor:
+        return model(x).float().softmax(1)[:, 1:]
+
+    flips = ((),) if tta == "none" else TTA_FLIPS
+    transposes = (False, True) if tta == "d8" else (False,)
+    views = [flip_averaged(one, image.transpose(-1, -2) if t else image, flips) for t in transposes]
+    return torch.stack([v.transpose(-1, -2) if t else v for v, t in zip(views, transposes)]).mean(0)[:, 0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="save_pretrained folders of models trained with the demo recipe")
+    p.add_argument("--tta", choices=["none", "flips", "d8"], default="none",
+                   help="average each model over the flips or all 8 square symmetries first")
     args = p.parse_args(argv)
 
     import unetzoo
@@ -39,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = [ConfusionMatrix(num_classes=2) for _ in names]
     with torch.no_grad():
         for image, truth in held_out:
-            probs = [m(image[None]).float().softmax(1)[:, 1] for m in models]
+            probs = [foreground(m, image[None], args.tta) for m in models]
             for cm, prob in zip(counts, [*probs, torch.stack(probs).mean(0)]):
                 cm.update((prob > 0.5).long(), truth[None])
-    print(f"held-out images: {len(held_out)}")
+    print(f"held-out images: {len(held_out)}, test-time augmentation: {args.tta}")
     for name, cm in zip(names, counts):
         print(f"pooled foreground IoU {cm.compute()['fg_iou']:.4f}  {name}")
     return 0

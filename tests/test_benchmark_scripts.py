@@ -102,13 +102,37 @@ def test_the_ensemble_of_one_model_twice_scores_like_the_model_and_like_the_orac
     ensemble = _script("nuclei_ensemble")
     assert ensemble.main([tiny_model, tiny_model]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^held-out images: 20$", out, re.M)
+    assert re.search(r"^held-out images: 20, test-time augmentation: none$", out, re.M)
     scores = [float(v) for v in re.findall(r"^pooled foreground IoU ([\d.]+)  ", out, re.M)]
     assert len(scores) == 3 and "ensemble of 2" in out
     assert scores[0] == scores[1] == scores[2]  # averaging identical probabilities changes nothing
     assert _script("nuclei_boundary_oracle").main([tiny_model, "--max-shift", "0"]) == 0
     oracle = float(re.search(r"IoU as predicted: +([\d.]+)", capsys.readouterr().out).group(1))
     assert abs(oracle - scores[0]) < 1e-3  # softmax > 0.5 is the argmax the oracle script uses
+
+
+@pytest.mark.parametrize("tta", ["flips", "d8"])
+def test_the_ensembles_test_time_augmentation_averages_the_symmetries(tiny_model, tta, capsys):
+    """Checked against an independent average: rotations of the image and of its mirror image."""
+    module = _script("nuclei_ensemble")
+    model = unetzoo.from_pretrained(tiny_model).eval()
+    x = torch.randn(1, 3, 32, 32)
+    # the four flips are the rotations by 0 and 180 degrees of the image and of its mirror
+    # image; d8 adds the rotations by 90 and 270 degrees
+    turns = (0, 2) if tta == "flips" else (0, 1, 2, 3)
+    with torch.no_grad():
+        views = [
+            torch.rot90(model(torch.rot90(v, k, (-2, -1))).float().softmax(1)[:, 1], -k, (-2, -1))
+            for v in (x, x.flip(-1)) for k in turns
+        ]
+        expected = torch.stack([*views[: len(turns)], *(v.flip(-1) for v in views[len(turns):])]).mean(0)
+        plain = model(x).float().softmax(1)[:, 1]
+        torch.testing.assert_close(module.foreground(model, x, tta), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(module.foreground(model, x), plain, rtol=0, atol=0)
+    assert (expected - plain).abs().max() > 1e-3  # the model is not symmetric: the test can tell
+
+    assert module.main([tiny_model, "--tta", tta]) == 0
+    assert re.search(rf"^held-out images: 20, test-time augmentation: {tta}$", capsys.readouterr().out, re.M)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without a CUDA GPU")
