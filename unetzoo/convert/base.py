@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointFormat", "ConvertedStateDict", "Rule", "out_in_channels", "rename_keys", "rule"]
+__all__ = ["CheckpointFormat", "ConvertedStateDict", "Rule", "io_options", "out_in_channels", "rename_keys", "rule"]
 
 #: a key-renaming rule: a regular expression matched against the whole key, and a function of
 #: the match that returns the new key (or ``None`` to leave the key as it is)
@@ -71,6 +71,17 @@ def out_in_channels(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[i
     if weight is None or weight.ndim != 4:
         return None
     return int(weight.shape[0]), int(weight.shape[1])
+
+
+def io_options(state_dict: Mapping[str, torch.Tensor], stem: str, head: str = "head.weight") -> dict[str, Any]:
+    """``in_chans`` from the first conv weight ``stem`` and ``num_classes`` from ``head``, where present."""
+    inferred: dict[str, Any] = {}
+    first, last = out_in_channels(state_dict, stem), out_in_channels(state_dict, head)
+    if first is not None:
+        inferred["in_chans"] = first[1]
+    if last is not None:
+        inferred["num_classes"] = last[0]
+    return inferred
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, out_in_channels, rename_keys, rule
+from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, io_options, rename_keys, rule
 
 __all__ = ["FORMATS", "convert_vgg16", "convert_resnet50"]
 
@@ -34,14 +34,7 @@ _NOTE = "checkpoints from before Aug 2021 (unet_voc.pth) need decoder_act=None (
 def _convert(state_dict: Mapping[str, torch.Tensor], prefix: str, first_conv: str, name: str):
     rules = (rule(rf"{prefix}\.(.+)", "encoder.{}"), *_DECODER_RULES)
     converted = rename_keys(state_dict, rules, name)
-    inferred: dict[str, Any] = {}
-    head = out_in_channels(converted, "head.weight")
-    if head is not None:
-        inferred["num_classes"] = head[0]
-    stem = out_in_channels(converted, f"encoder.{first_conv}.weight")
-    if stem is not None:
-        inferred["in_chans"] = stem[1]
-    return converted, inferred
+    return converted, io_options(converted, f"encoder.{first_conv}.weight")
 
 
 def convert_vgg16(state_dict: Mapping[str, torch.Tensor]) -> tuple[ConvertedStateDict, dict[str, Any]]:

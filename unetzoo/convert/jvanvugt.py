@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, out_in_channels, rename_keys, rule
+from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, io_options, rename_keys, rule
 
 __all__ = ["FORMATS", "convert_jvanvugt"]
 
@@ -41,14 +41,7 @@ _RULES = (
 def convert_jvanvugt(state_dict: Mapping[str, torch.Tensor]) -> tuple[ConvertedStateDict, dict[str, Any]]:
     """Map a jvanvugt/pytorch-unet ``UNet`` state dict onto ``unet-original``."""
     converted = rename_keys(state_dict, _RULES, "jvanvugt")
-    inferred: dict[str, Any] = {}
-    stem = out_in_channels(converted, "encoder.0.block.conv1.0.weight")
-    if stem is not None:
-        inferred["in_chans"] = stem[1]
-    head = out_in_channels(converted, "head.weight")
-    if head is not None:
-        inferred["num_classes"] = head[0]
-    return converted, inferred
+    return converted, io_options(converted, "encoder.0.block.conv1.0.weight")
 
 
 FORMATS = (

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, out_in_channels, rename_keys, rule
+from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, io_options, rename_keys, rule
 
 __all__ = ["FORMATS", "convert_strided"]
 
@@ -45,14 +45,7 @@ _RULES = (
 def convert_strided(state_dict: Mapping[str, torch.Tensor]) -> tuple[ConvertedStateDict, dict[str, Any]]:
     """Map a qiaofengsheng/pytorch-UNet ``UNet`` state dict onto ``unet-strided``."""
     converted = rename_keys(state_dict, _RULES, "qiaofengsheng")
-    inferred: dict[str, Any] = {}
-    stem = out_in_channels(converted, "encoder.0.block.conv1.0.weight")
-    if stem is not None:
-        inferred["in_chans"] = stem[1]
-    head = out_in_channels(converted, "head.weight")
-    if head is not None:
-        inferred["num_classes"] = head[0]
-    return converted, inferred
+    return converted, io_options(converted, "encoder.0.block.conv1.0.weight")
 
 
 FORMATS = (
