@@ -60,7 +60,7 @@ def norm_rows(batch: int, rounds: int) -> list[tuple]:
         x = _input(batch, channels, side)
         groups = min(32, channels)
         best = fastest_interleaved({"torch": _layer_step(nn.GroupNorm(groups, channels), x),
-                      "unetzoo": _layer_step(GroupNorm(groups, channels), x)}, rounds)
+                                    "unetzoo": _layer_step(GroupNorm(groups, channels), x)}, rounds)
         rows.append((channels, side, best["torch"] * 1e3, best["unetzoo"] * 1e3))
     return rows
 

@@ -24,7 +24,6 @@ Times are the fastest of many interleaved calls (the least disturbed on a shared
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -73,9 +72,10 @@ def main() -> None:
                 assert torch.equal(ref, alt), "prealloc must give the same tensor"
                 up = lambda: F.interpolate(x, size=skip.shape[-2:], mode=mode,
                                            **({"align_corners": True} if mode == "bilinear" else {}))
-                copies = fastest_interleaved({"cat": lambda: interp_cat(x, skip, mode), "pre": lambda: prealloc(x, skip, mode)}, 40)
+                copies = fastest_interleaved({"cat": lambda: interp_cat(x, skip, mode),
+                                              "pre": lambda: prealloc(x, skip, mode)}, 40)
                 convs = fastest_interleaved({"cat": lambda: conv(interp_cat(x, skip, mode)),
-                               "split": lambda: conv_a(up()) + conv_b(skip)}, 10)
+                                             "split": lambda: conv_a(up()) + conv_b(skip)}, 10)
                 t_cat, t_pre, t_conv, t_split = copies["cat"], copies["pre"], convs["cat"], convs["split"]
             print(f"| {name} | {cx}@{side // 2} -> {cs}@{side} | {1e3 * t_cat:.2f} | {1e3 * t_pre:.2f} | "
                   f"{1e3 * t_conv:.1f} | {1e3 * t_split:.1f} |")
@@ -103,7 +103,7 @@ def train_table() -> None:
 
             x.requires_grad_(True)
             best = fastest_interleaved({"cat": lambda: step(lambda: conv(torch.cat([x, skip], 1))),
-                          "split": lambda: step(lambda: split([x, skip]))}, 5)
+                                        "split": lambda: step(lambda: split([x, skip]))}, 5)
             print(f"| {name} | {cx}@{side} -> {cs}@{side} | {1e3 * best['cat']:.1f} | {1e3 * best['split']:.1f} | "
                   f"{best['cat'] / best['split']:.2f}x |")
 
