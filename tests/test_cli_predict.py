@@ -97,9 +97,9 @@ def test_predict_registry_name_with_foreign_checkpoint_matches_the_original_netw
     rc = main(["predict", "unet-classic", str(tmp_path / "in" / "scan.png"), "--checkpoint", str(ckpt),
                "--out", str(tmp_path / "out"), "--no-overlay"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    x = (torch.from_numpy(img).permute(2, 0, 1) / 255.0 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / (
-        torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    )  # unetzoo.transforms_for(model) for a model without pretrained weights: ImageNet statistics
+    x = (torch.from_numpy(img).permute(2, 0, 1) / 255.0 - torch.tensor([0.709, 0.381, 0.224])[:, None, None]) / (
+        torch.tensor([0.127, 0.079, 0.043])[:, None, None]
+    )  # as WZMIAOMIAO's predict.py normalises: its DRIVE statistics
     with torch.no_grad():
         expected = ref(x[None])["out"][0].argmax(0).numpy()
     got = np.asarray(Image.open(tmp_path / "out" / "scan_labels.png"))

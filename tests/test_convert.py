@@ -98,6 +98,49 @@ def test_checkpoint_parity(case, tmp_path):
     _assert_parity(ref, model, torch.randn(shape, generator=torch.Generator().manual_seed(2)))
 
 
+#: what each source project feeds its network (from its data pipeline; see SEED_SYSTEMS.md):
+#: image / 255 only, or WZMIAOMIAO's DRIVE channel statistics
+_SCALED = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+_DRIVE = ((0.709, 0.381, 0.224), (0.127, 0.079, 0.043))
+SOURCE_PREPROCESSING = {
+    "bubbliiiing-vgg16": _SCALED,
+    "bubbliiiing-resnet50": _SCALED,
+    "milesial-transposed": _SCALED,
+    "wzmiaomiao-drive": _DRIVE,
+    "qiaofengsheng": _SCALED,
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCE_PREPROCESSING))
+def test_converted_models_keep_the_source_projects_preprocessing(case, tmp_path):
+    """Not ImageNet statistics: predict() and save_pretrained must normalise as the source project did."""
+    name, make_ref, _, options, extras, _ = PARITY_CASES[case]
+    model = unetzoo.create(name, checkpoint={**make_ref().state_dict(), **extras}, **options)
+    mean, std = SOURCE_PREPROCESSING[case]
+    pre = unetzoo.transforms_for(model)
+    assert pre.mean == pytest.approx(mean) and pre.std == pytest.approx(std)
+    image = torch.full((3, 2, 2), 51, dtype=torch.uint8)  # 0.2 after scaling
+    expected = (0.2 - torch.tensor(mean)) / torch.tensor(std)
+    assert torch.allclose(pre(image)[:, 0, 0], expected.float(), atol=1e-6)
+    model.save_pretrained(tmp_path / "saved")  # recorded in config.json and restored with the model
+    assert unetzoo.transforms_for(unetzoo.from_pretrained(tmp_path / "saved")) == pre
+
+
+def test_one_channel_source_preprocessing_follows_in_chans():
+    model = unetzoo.create("unet-classic", checkpoint=milesial.UNet(1, 2).state_dict())
+    assert unetzoo.transforms_for(model).mean == (0.0,) and unetzoo.transforms_for(model).std == (1.0,)
+
+
+def test_corrupt_safetensors_checkpoint_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "cut.safetensors"
+    save_file(_small_wz().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="cut.safetensors.*truncated or corrupt"):
+        unetzoo.create("unet-classic", checkpoint=path)
+
+
 def test_pre2021_bubbliiiing_decoder_without_relu(tmp_path):
     """unet_voc.pth-era checkpoints: the same keys, no ReLU in the decoder -> decoder_act=None."""
     ref = randomize(bubbliiiing.Unet(2, "vgg", relu=False), seed=3)
@@ -143,6 +186,7 @@ def _small_wz(seed=5):
         pytest.param(lambda sd: {"state_dict": sd, "epoch": 1}, id="state_dict"),
         pytest.param(lambda sd: {f"module.{k}": v for k, v in sd.items()}, id="dataparallel"),
         pytest.param(lambda sd: {"model": {f"module._orig_mod.{k}": v for k, v in sd.items()}}, id="ddp-compiled"),
+        pytest.param(lambda sd: {f"_orig_mod.module.{k}": v for k, v in sd.items()}, id="compiled-ddp"),
     ],
 )
 def test_checkpoint_containers(wrap, tmp_path):

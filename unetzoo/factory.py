@@ -108,6 +108,8 @@ def create(
         from unetzoo.convert import load_converted
 
         load_converted(model, state_dict, source=checkpoint)
+        if state_dict.preprocessing is not None:  # the source project's normalisation, not ImageNet's
+            model.preprocessing = state_dict.preprocessing.for_channels(in_chans)
     elif pretrained or tag is not None:
         from unetzoo.weights import load_pretrained
 

@@ -114,9 +114,9 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise ValueError(f"{source} holds no tensors")
-    for prefix in _WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
+    # wrappers nest in either order (DDP around a compiled model, or compiled DDP)
+    while prefix := next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -139,9 +139,9 @@ def read_checkpoint(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from unetzoo.weights.local import read_safetensors
 
-        return _unwrap(load_file(path), source)
+        return _unwrap(read_safetensors(path), source)
     return _unwrap(_torch_load(path), source)
 
 
@@ -184,7 +184,9 @@ def prepare_checkpoint(
             f"{source} is a {fmt.description} checkpoint, which unetzoo loads into {fmt.model!r}, not "
             f"{spec.name!r}: use unetzoo.create({fmt.model!r}, checkpoint=...)"
         )
-    return fmt.convert(state_dict)
+    converted, inferred = fmt.convert(state_dict)
+    converted.preprocessing = fmt.preprocessing
+    return converted, inferred
 
 
 def _describe(key: str, state_dict: Mapping[str, Any]) -> str:

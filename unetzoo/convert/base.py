@@ -14,7 +14,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckpointFormat", "ConvertedStateDict", "Rule", "io_options", "out_in_channels", "rename_keys", "rule"]
+from unetzoo.weights.preprocessing import Preprocessing
+
+__all__ = [
+    "SCALED_ONLY",
+    "CheckpointFormat",
+    "ConvertedStateDict",
+    "Rule",
+    "io_options",
+    "out_in_channels",
+    "rename_keys",
+    "rule",
+]
+
+#: ``image / 255`` and nothing else (``ToTensor()`` alone), as most tutorial projects feed their nets
+SCALED_ONLY = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 #: a key-renaming rule: a regular expression matched against the whole key, and a function of
 #: the match that returns the new key (or ``None`` to leave the key as it is)
@@ -34,12 +48,15 @@ class ConvertedStateDict(dict):
         origin: unetzoo key -> checkpoint key, used to name keys the way the user knows them
             in error messages.
         format: name of the source format (``"milesial"``, ...).
+        preprocessing: the source project's input normalisation, if known (set by
+            :func:`unetzoo.convert.prepare_checkpoint` from the format).
     """
 
     def __init__(self, items: Mapping[str, torch.Tensor], origin: Mapping[str, str], format: str) -> None:
         super().__init__(items)
         self.origin = dict(origin)
         self.format = format
+        self.preprocessing: Preprocessing | None = None
 
 
 def rename_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule], format: str) -> ConvertedStateDict:
@@ -97,6 +114,9 @@ class CheckpointFormat:
         convert: maps a checkpoint (already unwrapped) to unetzoo's layout and returns it with
             the options inferred from its shapes.
         notes: what cannot be inferred and must be passed as an option.
+        preprocessing: the input normalisation the source project trains and predicts with
+            (recorded on the model, so :func:`unetzoo.transforms_for` and ``save_pretrained``
+            follow it); ``None`` where the project defines none.
     """
 
     name: str
@@ -105,6 +125,7 @@ class CheckpointFormat:
     model: str | None
     convert: Callable[[Mapping[str, torch.Tensor]], tuple[ConvertedStateDict, dict[str, Any]]]
     notes: str = ""
+    preprocessing: Preprocessing | None = None
 
     def matches(self, keys: Iterable[str]) -> bool:
         keys = set(keys)

@@ -19,7 +19,14 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, io_options, rename_keys, rule
+from unetzoo.convert.base import (
+    SCALED_ONLY,
+    CheckpointFormat,
+    ConvertedStateDict,
+    io_options,
+    rename_keys,
+    rule,
+)
 
 __all__ = ["FORMATS", "convert_vgg16", "convert_resnet50"]
 
@@ -57,6 +64,7 @@ FORMATS = (
         model="unet-vgg16",
         convert=convert_vgg16,
         notes=_NOTE,
+        preprocessing=SCALED_ONLY,  # preprocess_input: image / 255
     ),
     CheckpointFormat(
         name="bubbliiiing-resnet50",
@@ -65,5 +73,6 @@ FORMATS = (
         model="unet-resnet50",
         convert=convert_resnet50,
         notes=_NOTE,
+        preprocessing=SCALED_ONLY,  # preprocess_input: image / 255
     ),
 )

@@ -25,9 +25,20 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, out_in_channels, rename_keys, rule
+from unetzoo.convert.base import (
+    SCALED_ONLY,
+    CheckpointFormat,
+    ConvertedStateDict,
+    out_in_channels,
+    rename_keys,
+    rule,
+)
+from unetzoo.weights.preprocessing import Preprocessing
 
 __all__ = ["FORMATS", "convert_milesial", "convert_wzmiaomiao", "infer_classic_options"]
+
+#: WZMIAOMIAO's DRIVE statistics (its compute_mean_std.py over the DRIVE training images)
+DRIVE_STATS = Preprocessing((0.709, 0.381, 0.224), (0.127, 0.079, 0.043))
 
 _DOUBLE_CONV = {"0": "conv1.0", "1": "conv1.1", "3": "conv2.0", "4": "conv2.1"}
 _PARAM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -91,6 +102,7 @@ FORMATS = (
         signature=("inc.double_conv.0.weight", "outc.conv.weight"),
         model="unet-classic",
         convert=convert_milesial,
+        preprocessing=SCALED_ONLY,  # BasicDataset.preprocess: image / 255
     ),
     CheckpointFormat(
         name="wzmiaomiao",
@@ -98,5 +110,6 @@ FORMATS = (
         signature=("in_conv.0.weight", "out_conv.0.weight"),
         model="unet-classic",
         convert=convert_wzmiaomiao,
+        preprocessing=DRIVE_STATS,  # its train.py / predict.py (from its compute_mean_std.py)
     ),
 )

@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from unetzoo.convert.base import CheckpointFormat, ConvertedStateDict, io_options, rename_keys, rule
+from unetzoo.convert.base import (
+    SCALED_ONLY,
+    CheckpointFormat,
+    ConvertedStateDict,
+    io_options,
+    rename_keys,
+    rule,
+)
 
 __all__ = ["FORMATS", "convert_strided"]
 
@@ -56,5 +63,6 @@ FORMATS = (
         model="unet-strided",
         convert=convert_strided,
         notes="checkpoints of the later CrossEntropy version need sigmoid=False",
+        preprocessing=SCALED_ONLY,  # transforms.ToTensor() only
     ),
 )
