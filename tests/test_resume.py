@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -89,3 +90,44 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
     rows = [[{k: v for k, v in r.items() if k not in strip} for r in load_state(run.state_path)["history"]]
             for run in (straight, resumed)]
     assert rows[0] == rows[1]
+
+
+def _expected_lrs(base_lr: float, steps_per_epoch: int, epochs: int) -> list[float]:
+    """The lr after each epoch of an uninterrupted run, from a fresh scheduler stepped by hand."""
+    from unetzoo.train.config import ScheduleSection
+    from unetzoo.train.schedule import build_scheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    sched = build_scheduler(opt, ScheduleSection("cosine", warmup_epochs=1), steps_per_epoch=steps_per_epoch,
+                            epochs=epochs)
+    out = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            opt.step()
+            sched.step()
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+def test_resume_with_another_batch_size_continues_the_schedule_in_its_steps(tmp_path: Path) -> None:
+    """12 images, 9 for training: 4 steps per epoch at batch 2, then 3 at batch 3 after resuming."""
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=2, batch_size=2)
+    fit(cfg)
+    resumed = fit({**cfg, "epochs": 4, "batch_size": 3, "resume": True})
+    want = _expected_lrs(0.01, steps_per_epoch=3, epochs=4)
+    assert [r["lr"] for r in resumed.history[2:]] == pytest.approx(want[2:], rel=1e-9)
+    assert load_state(resumed.state_path)["scheduler"]["last_epoch"] == 4 * 3
+
+
+def test_resume_with_another_monitor_starts_its_best_afresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=2, monitor="pixel_accuracy")
+    fit(cfg)
+    resumed = fit({**cfg, "epochs": 3, "monitor": "fg_iou", "resume": True})
+    assert "monitor changed from 'pixel_accuracy' to 'fg_iou'" in capsys.readouterr().out
+    last = resumed.history[-1]
+    # the old best was a pixel accuracy (near 1); an fg_iou must not have to beat it
+    assert last.get("best") is True and resumed.best_epoch == 3
+    assert [r["epoch"] for r in resumed.history if r.get("best")] == [3]
+    assert load_state(resumed.state_path)["best"] == pytest.approx(last["fg_iou"])

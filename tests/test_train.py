@@ -60,6 +60,23 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         load_config(None, ["data.transforms.blur_sigma=[0.0,1.0]"])
 
 
+def test_config_errors_name_their_source(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"epochs": 3}))
+    with pytest.raises(ConfigError, match=r"monitor='fgiou' is not a validation metric; choose one of .*fg_iou"):
+        load_config(None, ["monitor=fgiou"])  # before training, not as a missing best/ afterwards
+    with pytest.raises(ConfigError, match=r"epochs must be an integer, got '--4' \(from the overrides epochs=--4\)"):
+        load_config(path, ["epochs=--4"])
+    with pytest.raises(ConfigError, match=r"batch_size must be >= 1 \(from the overrides batch_size=0\)$"):
+        load_config(path, ["batch_size=0"])
+    path.write_text(yaml.safe_dump({"epochs": 0}))
+    with pytest.raises(ConfigError, match=rf"epochs must be >= 1 in {path}$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"in {path} \(with the overrides batch_size=2\)$"):
+        load_config(path, ["batch_size=2"])
+    assert load_config(None, ["epochs=+4", "seed=-3"]).epochs == 4
+
+
 def test_config_overrides_are_typed() -> None:
     cfg = load_config(None, ["optimizer.lr=1e-4", "model.options.decoder_channels=[64, 32]",
                              "data.transforms.size=96", "model.pretrained=in1k", "grad_clip=1"])
@@ -224,6 +241,18 @@ def test_the_papers_border_weighted_loss_trains_from_a_config(blobs: Path, tmp_p
     stats = trainer.train_epoch(0)
     trainer.close()
     assert math.isfinite(stats["train_loss"]) and stats["train_loss"] > 0
+
+
+def test_overlay_title_names_the_validated_epoch(blobs: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetzoo.train import plots
+
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot_overlays", lambda *a, title, **k: titles.append(title))
+    fit(tiny_config(blobs, tmp_path, epochs=4, eval_every=2, plot_every=1))
+    # epochs 1 and 3 are not validated: epoch 3's grid still shows epoch 2's predictions
+    assert [t.rsplit(" ", 1)[-1] for t in titles] == ["2", "2", "4"]
 
 
 def test_bad_data_fails_before_training(tmp_path: Path) -> None:

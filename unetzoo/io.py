@@ -11,14 +11,13 @@ damages a result that was already there.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from unetzoo._atomic import atomic_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -150,25 +149,6 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, colors: n
 
 
 # ----------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _save(im: Image.Image, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")

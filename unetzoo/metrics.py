@@ -26,7 +26,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["SCALAR_METRICS", "ConfusionMatrix"]
+
+#: the single-number metrics of :meth:`ConfusionMatrix.compute` (higher is better)
+SCALAR_METRICS = ("pixel_accuracy", "mean_accuracy", "miou", "dice", "fg_iou")
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from unetzoo._atomic import atomic_path
 from unetzoo.hub.card import model_card
 from unetzoo.weights.preprocessing import transforms_for
 
@@ -89,8 +90,12 @@ def save_pretrained(
     if license is None and weights is not None and weights.license not in ("", "unknown"):
         license = weights.license
     card = model_card(config, repo_id=repo_id, license=license, datasets=datasets, metrics=metrics, tags=tags)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(_tensors(model), folder / WEIGHTS_NAME, metadata={"format": "pt", "unetzoo_model": config["model_name"]})
-    (folder / CONFIG_NAME).write_text(text)
-    (folder / CARD_NAME).write_text(card)
+    # each file is replaced whole; config.json goes last, so a save killed part-way into a new
+    # folder leaves no config.json there (not a model folder) rather than a torn one
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(_tensors(model), tmp, metadata={"format": "pt", "unetzoo_model": config["model_name"]})
+    with atomic_path(folder / CARD_NAME) as tmp:
+        tmp.write_text(card)
+    with atomic_path(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(text)
     return folder

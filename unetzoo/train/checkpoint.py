@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from unetzoo._atomic import atomic_path, replace_dir
 
 __all__ = [
     "STATE_NAME",
@@ -43,34 +44,19 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     never a partial one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return path
 
 
 def save_model_dir(model: torch.nn.Module, folder: str | os.PathLike, **card: Any) -> Path:
     """``model.save_pretrained`` into a temporary folder, then swapped in place of ``folder``.
 
-    The old folder is renamed aside before the new one takes its name, so a crash leaves either
-    a complete ``folder`` or a complete ``.<name>.old`` next to it. ``card`` goes to
+    A crash leaves a complete ``folder`` or a complete ``.<name>.old`` next to it, which the
+    next save puts back first (see :func:`unetzoo._atomic.replace_dir`). ``card`` goes to
     :func:`unetzoo.hub.save_pretrained` (e.g. ``metrics=``).
     """
-    folder = Path(folder)
-    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    model.save_pretrained(tmp, **card)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    return replace_dir(folder, lambda tmp: model.save_pretrained(tmp, **card))
 
 
 # ---------------------------------------------------------------------------- RNG states

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from unetzoo.metrics import SCALAR_METRICS
 
 __all__ = [
     "ConfigError",
@@ -193,6 +196,8 @@ class TrainConfig:
              f"ema is the weight average's decay per step, in [0, 1) (e.g. 0.99), got {self.ema}; null turns it off"),
             (self.schedule.warmup_epochs >= 0, "schedule.warmup_epochs must be >= 0"),
             (self.model.num_classes >= 1, "model.num_classes must be >= 1"),
+            (self.monitor in SCALAR_METRICS,
+             f"monitor={self.monitor!r} is not a validation metric; choose one of {', '.join(SCALAR_METRICS)}"),
             (self.data.kind != "folder" or self.data.val_split is None,
              "data.val_split names a voc/drive split; for data.kind=folder give data.val_root"),
             (self.data.kind == "folder" or self.data.val_root is None,
@@ -247,12 +252,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections, got {type(loaded).__name__}")
         data = loaded or {}
-    data = apply_overrides(data, overrides)
+    overrides = list(overrides)
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict(apply_overrides(data, overrides))
     except ConfigError as err:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"{err}{where}") from None
+        raise ConfigError(f"{err}{_blame(data, path, overrides)}") from None
+
+
+def _blame(data: Mapping[str, Any], path: Path | None, overrides: list[str]) -> str:
+    """Where a config error comes from: the file, the overrides, or both together."""
+    if not overrides:
+        return f" in {path}" if path is not None else ""
+    given = " ".join(overrides)
+    try:
+        TrainConfig.from_dict(data)  # the file (or the defaults) alone
+    except ConfigError:
+        return f" in {path} (with the overrides {given})" if path is not None else f" (overrides {given})"
+    return f" (from the overrides {given})"
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -334,7 +350,7 @@ def _scalar(value: Any, tp: type, path: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
             return int(value)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

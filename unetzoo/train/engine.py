@@ -135,9 +135,16 @@ class Trainer:
         state = checkpoint.load_state(self.out / checkpoint.STATE_NAME)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        # the step count continues; the schedule's shape follows the current config (e.g. more epochs)
+        # the schedule's shape follows the current config (more epochs, another batch size): the
+        # position is counted in the current run's steps, so a changed batch size neither skips nor
+        # repeats part of the schedule
         self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [
             dict(f.__dict__) for f in self.scheduler.lr_lambdas]})
+        self.scheduler.last_epoch = (state["epoch"] + 1) * len(self.train_loader)
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -147,6 +154,14 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.best, self.history = state["best"], list(state["history"])
         self.best_epoch = next((r["epoch"] for r in self.history if r.get("best")), 0)
+        saved_monitor = state["config"].get("monitor")
+        if saved_monitor is not None and saved_monitor != self.cfg.monitor:
+            # the saved best is a value of another metric: best/ now follows the new monitor
+            self.log(f"note: monitor changed from {saved_monitor!r} to {self.cfg.monitor!r}; "
+                     f"best/ will hold the best {self.cfg.monitor} from epoch {self.start_epoch + 1} on")
+            self.best, self.best_epoch = None, 0
+            for r in self.history:
+                r.pop("best", None)
         if self.dist.is_main:
             checkpoint.set_rng_state(state["rng"])
         else:  # only rank 0's RNG is saved; other ranks continue from a fresh, epoch-dependent seed
@@ -307,9 +322,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        value = record.get(self.cfg.monitor)
-        if value is not None and not isinstance(value, (int, float)):
-            raise ValueError(f"monitor={self.cfg.monitor!r} is not a scalar metric; use e.g. miou, fg_iou or dice")
+        value = record.get(self.cfg.monitor)  # None in epochs without validation
         improved = value is not None and not math.isnan(value) and (self.best is None or value > self.best)
         if improved:
             self.best, self.best_epoch = float(value), epoch + 1
@@ -341,9 +354,10 @@ class Trainer:
         title = f"{cfg.model.name} on {cfg.data.root if cfg.data.kind == 'folder' else cfg.data.kind}"
         plots.plot_curves(self.history, self.out / CURVES_NAME, title=title)
         if self.last_eval is not None and self.last_eval.samples:
+            validated = next(r["epoch"] for r in reversed(self.history) if "val_loss" in r)
             plots.plot_overlays(self.last_eval.samples, self.out / OVERLAYS_NAME, mean=self.pre.mean,
                                 std=self.pre.std, ignore_index=cfg.data.ignore_index,
-                                title=f"{title}: validation images after epoch {self.history[-1]['epoch']}")
+                                title=f"{title}: validation images after epoch {validated}")
 
     def _result(self, elapsed: float) -> FitResult:
         evaluated = [r for r in self.history if "miou" in r]

@@ -18,10 +18,11 @@ import hashlib
 import os
 import socket
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from unetzoo._atomic import atomic_path
 
 __all__ = [
     "offline_reason",
@@ -100,19 +101,13 @@ def download_url(url: str, dest: Path, *, sha256_prefix: str | None = None) -> P
     Raises:
         OSError: the download failed, or the file's SHA-256 does not start with ``sha256_prefix``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout()) as response:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout()) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
             found = digest.hexdigest()[:16]
             raise OSError(f"downloaded {url} but its SHA-256 {found}... does not match {sha256_prefix}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

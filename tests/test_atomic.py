@@ -1,0 +1,97 @@
+"""Atomic files and folders: permissions, failures part-way, and a swap killed between its renames."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+import unetzoo
+from unetzoo._atomic import atomic_path, replace_dir
+from unetzoo.train.checkpoint import save_model_dir
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_files_get_the_umask_permissions_not_mkstemps(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"x")
+        (tmp_path / "plain.bin").write_bytes(b"x")  # what open() gives
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.bin") == _mode(tmp_path / "plain.bin") == 0o666 & ~umask
+
+
+def test_replace_dir_puts_a_stranded_old_folder_back(tmp_path: Path) -> None:
+    """A save killed between 'folder -> .folder.old' and '.folder.tmp -> folder' loses nothing."""
+    stranded = tmp_path / ".best.old"
+    stranded.mkdir()
+    (stranded / "model.safetensors").write_text("the last complete save")
+
+    def crash(folder: Path) -> None:
+        folder.mkdir()
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_dir(tmp_path / "best", crash)
+    assert (tmp_path / "best" / "model.safetensors").read_text() == "the last complete save"
+    replace_dir(tmp_path / "best", lambda folder: (folder.mkdir(), (folder / "new").write_text("1")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["new"]
+
+
+def test_save_model_dir_swaps_whole_folders(tmp_path: Path) -> None:
+    model = unetzoo.create("unet-classic", base_c=4)
+    save_model_dir(model, tmp_path / "last")
+    first = (tmp_path / "last" / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        model.head.weight.add_(1.0)
+    save_model_dir(model, tmp_path / "last")
+    assert (tmp_path / "last" / "model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_save_pretrained_failing_part_way_keeps_the_previous_files(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    model = unetzoo.create("unet-classic", base_c=4)
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def torn(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    with pytest.raises(OSError, match="no space left"):
+        unetzoo.create("unet-classic", base_c=4, num_classes=3).save_pretrained(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no torn or temporary files
+    unetzoo.from_pretrained(tmp_path)
+
+
+def test_a_save_killed_before_config_json_leaves_no_model_folder(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.json is written last: a fresh folder without it is refused, never half-loaded."""
+    from unetzoo.hub import save as hub_save
+
+    def cut(path):
+        if Path(path).name == hub_save.CONFIG_NAME:
+            raise KeyboardInterrupt
+        return real(path)
+
+    real = hub_save.atomic_path
+    monkeypatch.setattr(hub_save, "atomic_path", cut)
+    with pytest.raises(KeyboardInterrupt):
+        unetzoo.create("unet-classic", base_c=4).save_pretrained(tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "config.json").exists()
+    with pytest.raises((FileNotFoundError, ValueError, OSError), match="config.json"):
+        unetzoo.from_pretrained(tmp_path / "fresh")

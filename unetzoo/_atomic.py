@@ -1,0 +1,72 @@
+"""Atomic writes (standard library only): a file or a folder is replaced whole, or not at all.
+
+A reader, or a run resumed after the process was killed, finds either the old content or the
+new one, never a torn file. Used by every writer in unetzoo: images, checkpoints, downloads,
+``save_pretrained`` folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path", "replace_dir"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the
+    umask), not ``mkstemp``'s private ``0o600``. On an exception the temporary file is removed
+    and ``path`` is left as it was.
+
+    Example:
+        >>> with atomic_path("out/model.bin") as tmp:
+        ...     tmp.write_bytes(data)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def replace_dir(folder: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp_folder)``, then swap the finished folder in place of ``folder``.
+
+    The old folder is renamed to ``.<name>.old`` before the new one takes its name, so a crash
+    leaves a complete ``folder`` or a complete ``.<name>.old`` beside it; the next call puts such
+    a stranded ``.old`` back before it starts, so the last complete version is never deleted.
+    """
+    folder = Path(folder)
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    if old.exists() and not folder.exists():  # killed between the two renames of an earlier call
+        os.replace(old, folder)
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    write(tmp)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
