@@ -148,6 +148,15 @@ def test_newer_format_version_is_reported(saved, tmp_path):
         from_pretrained(folder)
 
 
+@pytest.mark.parametrize("version", [None, "1", 0, True])
+def test_invalid_format_version_asks_for_a_re_save(saved, tmp_path, version):
+    folder = _copy(saved[1], tmp_path / "m")
+    _edit_config(folder, format_version=version)
+    with pytest.raises(ValueError, match=r"config\.json has no valid format_version .*Re-save the model") as err:
+        from_pretrained(folder)
+    assert "upgrade" not in str(err.value)
+
+
 def test_shape_mismatch_is_reported(saved, tmp_path):
     folder = _copy(saved[1], tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())

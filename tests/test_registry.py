@@ -121,3 +121,17 @@ def test_unknown_options_raise_type_error():
 def test_upper_case_name_gets_the_fix():
     with pytest.raises(UnknownModelError, match="use 'unet-resnet50'"):
         parse_name("UNet-ResNet50")
+
+
+def test_timm_weights_licenses_match_timms_pretrained_configs():
+    """The license shown by `unetzoo info` and written to model cards is the one timm publishes."""
+    import timm
+
+    checked = 0
+    for name in unetzoo.list_models(curated_only=True):
+        spec = get_spec(name)
+        for weights in spec.weights:
+            if weights.source == "timm":
+                assert weights.license == timm.models.get_pretrained_cfg(weights.location).license, weights.location
+                checked += 1
+    assert checked >= 6

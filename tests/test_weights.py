@@ -191,6 +191,19 @@ def test_torch_hub_cache_is_used_and_tag_in_name_wins(isolated_caches, monkeypat
         find_weights(spec, spec.weights_for(None))  # the default tv_in1k file is not cached
 
 
+def test_a_tag_in_the_name_loads_unless_pretrained_is_false(isolated_caches, resnet50_state, no_network):
+    cache = isolated_caches / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(resnet50_state, cache / "resnet50-11ad3fa6.pth")
+    tagged = unetzoo.create("unet-resnet50.tv2_in1k")  # pretrained=None: the tag decides
+    assert tagged.weights_spec.tag == "tv2_in1k"
+    _assert_encoder_equals(tagged, resnet50_state)
+    plain = unetzoo.create("unet-resnet50.tv2_in1k", pretrained=False)  # explicit: random init
+    assert plain.weights_spec is None
+    assert not torch.equal(plain.encoder.state_dict()["conv1.weight"], resnet50_state["conv1.weight"])
+    assert unetzoo.create("unet-resnet50").weights_spec is None
+
+
 def test_weights_dir_is_searched_first_and_timm_tags_fit_torchvision(isolated_caches, monkeypatch, no_network):
     torch.manual_seed(2)
     timm_state = timm.create_model("resnet50").state_dict()  # timm's layout: conv1, bn1, layer1..4, fc
@@ -297,6 +310,11 @@ def test_unregistered_timm_tags_and_timm_defaults_resolve(isolated_caches, monke
         unetzoo.create("unet-mobilenetv3_small_050", pretrained=True)
     with pytest.raises(ValueError, match="no weights tagged 'nope'"):
         unetzoo.create("unet-resnet18.nope", pretrained=True)
+    # a bare word is a tag; when a file of that name exists the error says how to load the file
+    monkeypatch.chdir(isolated_caches)
+    (isolated_caches / "myweights").mkdir()
+    with pytest.raises(ValueError, match=r"no weights tagged 'myweights'.*pass pretrained='\./myweights'"):
+        unetzoo.create("unet-resnet18", pretrained="myweights")
 
 
 def test_transforms_for_names():

@@ -53,7 +53,7 @@ def resolve_options(spec: ModelSpec, options: Mapping[str, Any]) -> dict[str, An
 def create(
     name: str,
     *,
-    pretrained: bool | str | os.PathLike = False,
+    pretrained: bool | str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
     num_classes: int | None = None,
     in_chans: int | None = None,
@@ -64,9 +64,10 @@ def create(
     Args:
         name: ``<arch>-<encoder>[.<weights tag>]``, e.g. ``"unet-resnet50"``,
             ``"unet-resnet50.tv_in1k"`` or any ``"unet-<timm backbone>"``.
-        pretrained: ``False`` (random init, never touches the network), ``True`` (the
-            default weights, or the tag in ``name``), a weights tag, or a local
-            ``.safetensors`` / ``.pth`` file or directory with encoder weights.
+        pretrained: ``None`` (the default: the weights tagged in ``name`` if it has a tag,
+            else random init), ``False`` (random init even with a tag; never touches the
+            network), ``True`` (the default weights, or the tag in ``name``), a weights tag,
+            or a local ``.safetensors`` / ``.pth`` file or directory with encoder weights.
         checkpoint: a whole-model checkpoint from another U-Net project (path or state
             dict); its format is detected and options such as ``num_classes`` inferred.
         num_classes: output channels; the model's reference default if ``None``.
@@ -110,7 +111,7 @@ def create(
         load_converted(model, state_dict, source=checkpoint)
         if state_dict.preprocessing is not None:  # the source project's normalisation, not ImageNet's
             model.preprocessing = state_dict.preprocessing.for_channels(in_chans)
-    elif pretrained or tag is not None:
+    elif pretrained or (pretrained is None and tag is not None):
         from unetzoo.weights import load_pretrained
 
         model.weights_spec = load_pretrained(model, spec, pretrained if pretrained else True, tag)

@@ -107,15 +107,16 @@ for _i, _size in _LITE_SIZES.items():
     )
 
 # --- a few timm backbones of different families, curated for the table and the benchmarks
+#: name: (default tag, title, the weights' license as timm's pretrained config states it)
 _TIMM_CURATED = {
-    "resnet18": ("a1_in1k", "ResNet18"),
-    "resnet34": ("a1_in1k", "ResNet34"),
-    "efficientnet_b0": ("ra_in1k", "EfficientNet-B0"),
-    "mobilenetv3_large_100": ("ra_in1k", "MobileNetV3-Large 1.0"),
-    "convnext_tiny": ("in12k_ft_in1k", "ConvNeXt-Tiny"),
-    "regnety_016": ("tv2_in1k", "RegNetY-1.6GF"),
+    "resnet18": ("a1_in1k", "ResNet18", "apache-2.0"),
+    "resnet34": ("a1_in1k", "ResNet34", "apache-2.0"),
+    "efficientnet_b0": ("ra_in1k", "EfficientNet-B0", "apache-2.0"),
+    "mobilenetv3_large_100": ("ra_in1k", "MobileNetV3-Large 1.0", "apache-2.0"),
+    "convnext_tiny": ("in12k_ft_in1k", "ConvNeXt-Tiny", "apache-2.0"),
+    "regnety_016": ("tv2_in1k", "RegNetY-1.6GF", "bsd-3-clause"),  # torchvision's weights
 }
-for _name, (_tag, _title) in _TIMM_CURATED.items():
+for _name, (_tag, _title, _license) in _TIMM_CURATED.items():
     register_model(
         ModelSpec(
             name=f"unet-{_name}",
@@ -127,7 +128,7 @@ for _name, (_tag, _title) in _TIMM_CURATED.items():
                     tag=_tag,
                     source="timm",
                     location=f"{_name}.{_tag}",
-                    license="apache-2.0",
+                    license=_license,
                     description=f"timm {_title} weights from the Hugging Face Hub (timm/{_name}.{_tag})",
                 ),
             ),

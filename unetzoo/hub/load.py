@@ -31,7 +31,13 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a unetzoo config (no 'model_name'/'model_args'); save models with save_pretrained"
         )
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(
+            f"{path} has no valid format_version (found {version!r}; unetzoo writes an integer, now "
+            f"{FORMAT_VERSION}): it was edited or written by another tool. Re-save the model with "
+            "save_pretrained, or restore config.json from where the model came from"
+        )
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} has format_version {version!r}, but this unetzoo reads format_version <= {FORMAT_VERSION}; "
             f"it was written by unetzoo {config.get('unetzoo_version', '?')}: upgrade with pip install -U unetzoo"

@@ -49,7 +49,7 @@ class ModelSection:
     """What to train: a registry name and how to build it (see :func:`unetzoo.create`)."""
 
     name: str = "unet-resnet18"
-    pretrained: bool | str = False  # a bool or a weights tag / local file
+    pretrained: bool | str | None = None  # true/false, a weights tag or a local file; null: the tag in name, if any
     num_classes: int = 2
     in_chans: int = 3
     options: dict[str, Any] = field(default_factory=dict)

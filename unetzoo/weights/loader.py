@@ -216,7 +216,13 @@ def load_pretrained(
         path = _local_file(path, spec, tag)
         weights = _file_weights_spec(spec, tag, path)
     else:
-        weights = resolve_weights(spec, tag)
+        try:
+            weights = resolve_weights(spec, tag)
+        except ValueError as err:
+            if isinstance(pretrained, str) and Path(pretrained).exists():
+                raise ValueError(f"{err}. A file or folder named {pretrained!r} exists here: to load it, "
+                                 f"pass pretrained='./{pretrained}' (a bare word is read as a weights tag)") from None
+            raise
         path = find_weights(spec, weights)
         if weights.sha256 and sha256_of(path) != weights.sha256:
             raise ValueError(
