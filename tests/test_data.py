@@ -65,6 +65,43 @@ def test_grey_images_give_one_channel_unless_converted(tmp_path):
     assert torch.equal(rgb[0][0][0], rgb[0][0][2])
 
 
+@pytest.mark.parametrize("channels", [None, 1, 3])
+def test_16_bit_and_float_grey_images_keep_their_values(tmp_path, channels):
+    """Scaled by the type's range (as unetzoo.predict scales them), never saturated by an 8-bit conversion."""
+    import unetzoo.io
+
+    ramp = np.arange(8 * 10).reshape(8, 10)
+    grey16 = (ramp * 800).astype(np.uint16)  # up to 63200: most of it above 255
+    grey32 = (ramp / 79).astype(np.float32)
+    dim16 = (ramp * 3).astype(np.uint16)  # a 16-bit file whose values all fit in 8 bits: still / 65535
+    for stem, array in (("s16", grey16), ("sf", grey32), ("sd", dim16)):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        Image.fromarray(array).save(tmp_path / "images" / f"{stem}.{'tif' if stem == 'sf' else 'png'}")
+        _save(tmp_path / "masks" / f"{stem}.png", np.zeros((8, 10)))
+    ds = SegmentationFolder(tmp_path, channels=channels)
+    by_stem = {path.stem: ds[i][0] for i, (path, _) in enumerate(ds.files)}
+    n = 3 if channels == 3 else 1
+    for stem, want in (("s16", grey16 / 65535.0), ("sf", grey32), ("sd", dim16 / 65535.0)):
+        got = by_stem[stem]
+        assert got.shape == (n, 8, 10)
+        for c in range(n):
+            assert np.allclose(got[c].numpy(), want, atol=1e-6), (stem, c)
+    # the same values as the inference reader, scaled the same way
+    assert np.allclose(by_stem["s16"][0].numpy(), unetzoo.io.read_image(tmp_path / "images" / "s16.png") / 65535.0)
+
+
+def test_truncated_jpeg_is_caught_before_training(tmp_path):
+    _folder(tmp_path, n=3)
+    rng = np.random.default_rng(1)
+    _save(tmp_path / "images" / "s1.jpg", rng.integers(0, 256, (64, 80, 3)))
+    (tmp_path / "images" / "s1.png").unlink()
+    _save(tmp_path / "masks" / "s1.png", np.zeros((64, 80)))
+    data = (tmp_path / "images" / "s1.jpg").read_bytes()
+    (tmp_path / "images" / "s1.jpg").write_bytes(data[: len(data) // 2])  # the header (and size) survive
+    with pytest.raises(DataError, match=r"s1\.jpg"):
+        validate_dataset(SegmentationFolder(tmp_path), num_classes=2)
+
+
 def test_index_palette_and_label_map(tmp_path):
     labels = np.array([[0, 1, 2, 255], [2, 2, 1, 0]])
     _save(tmp_path / "images" / "a.png", np.zeros((2, 4)))

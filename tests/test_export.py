@@ -125,6 +125,27 @@ def test_cli_export_torchscript(tmp_path, capsys):
     assert loaded(torch.randn(2, 3, 37, 41)).shape == (2, 2, 37, 41)
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["unet-nosuchnet"], "unet-nosuchnet"),
+        (["unet-classic", "-o", "no_such_option=1"], "no_such_option"),
+        (["unet-classic", "--checkpoint", "{tmp}/missing.pth"], "missing.pth"),
+        (["{tmp}/weights.png"], "weights.png"),
+    ],
+    ids=["unknown-model", "unknown-option", "missing-checkpoint", "not-a-model"],
+)
+def test_cli_export_errors_are_one_line_not_a_traceback(tmp_path, capsys, args, needle):
+    from unetzoo.cli import main
+
+    (tmp_path / "weights.png").write_bytes(b"not a model")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["export", *args, "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unetzoo export: error:") and needle in err and "Traceback" not in err
+    assert not (tmp_path / "m.ts").exists()
+
+
 CURATED = unetzoo.list_models(curated_only=True)
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
 #: the front-door models and the offline-pretrained one: every format, checked at new shapes

@@ -177,8 +177,10 @@ def test_valid_network_errors_name_the_fix():
         unetzoo.predict(model, img, tile=560)
     with pytest.raises(ValueError, match="overlap does not apply"):
         unetzoo.predict(model, img, overlap=32)
-    with pytest.raises(ValueError, match="too small"):
-        unetzoo.predict(model, img, tile=188)  # 4 px of output, less than the 16 px grid
+    # 4 px of output, less than the 16 px grid; 2 * 92 + 16 = 200 is not a valid size, 204 is
+    with pytest.raises(ValueError, match="too small.*the smallest tile that works is 204"):
+        unetzoo.predict(model, img, tile=188)
+    assert unetzoo.predict(model, img, tile=204).shape == (2, 30, 30)
 
 
 # ----------------------------------------------------------------------------- padded convolutions

@@ -75,7 +75,7 @@ def _channels(a: np.ndarray) -> int:
 
 
 def _to_array(im: Image.Image, channels: int | None) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (PIL reports some as 32-bit "I")
+    if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grey (PIL reports some as 32-bit "I")
         a = np.asarray(im)
         a = np.clip(a, 0, 65535).astype(np.uint16) if a.dtype != np.uint16 else a
         return np.repeat(a[..., None], 3, axis=2) if channels == 3 else a

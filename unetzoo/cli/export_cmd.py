@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from unetzoo.cli.options import model_option
 
@@ -39,13 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     from unetzoo.export import export_example, export_model, load_model, onnx_max_abs_diff
 
-    model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
-                       in_chans=args.in_chans, **dict(args.option))
-    out = Path(args.out) if args.out else Path(Path(args.model).name + _SUFFIX[args.format])
-    path = export_model(model, out, format=args.format, dynamic=not args.static, opset=args.opset)
-    print(f"wrote {path} ({args.format}, {'static' if args.static else 'dynamic batch/height/width'})")
-    if args.check and args.format == "onnx":
-        x = export_example(model)
-        inputs = [x] if args.static else [x[:1], torch.randn(3, x.shape[1], x.shape[2] + 16, x.shape[3] + 32)]
-        print(f"onnxruntime vs PyTorch: max abs diff {onnx_max_abs_diff(path, model, inputs):.2e}")
+    try:
+        model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
+                           in_chans=args.in_chans, **dict(args.option))
+        out = Path(args.out) if args.out else Path(Path(args.model).name + _SUFFIX[args.format])
+        path = export_model(model, out, format=args.format, dynamic=not args.static, opset=args.opset)
+        print(f"wrote {path} ({args.format}, {'static' if args.static else 'dynamic batch/height/width'})")
+        if args.check and args.format == "onnx":
+            x = export_example(model)
+            inputs = [x] if args.static else [x[:1], torch.randn(3, x.shape[1], x.shape[2] + 16, x.shape[3] + 32)]
+            print(f"onnxruntime vs PyTorch: max abs diff {onnx_max_abs_diff(path, model, inputs):.2e}")
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as err:  # unknown model, bad file, no onnx
+        print(f"unetzoo export: error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unetzoo.io import IMAGE_EXTENSIONS, _to_array  # one list of image types, one decoder
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
@@ -21,9 +23,6 @@ __all__ = [
     "read_image",
     "read_mask",
 ]
-
-#: File extensions (lower case) treated as images or masks.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
 
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -68,19 +67,18 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
     Raises:
         DataError: if the file cannot be decoded.
     """
-    im = open_image(path)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-    grey = im.mode in _GREY_MODES if channels is None else channels == 1
-    if not grey:
-        im = im.convert("RGB")
-    elif im.mode in ("1", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"):
-        im = im.convert("L")
-    arr = np.asarray(im)
+    im = open_image(path)
+    if channels is None:
+        channels = 1 if im.mode in _GREY_MODES else 3
+    # the same decoding as unetzoo.io.read_image (what predict() reads): 16-bit and float grey
+    # images keep their values (repeated for 3 channels), rather than PIL's 8-bit conversion
+    arr = _to_array(im, channels)
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
-    elif arr.dtype in (np.uint16, np.int32) or im.mode.startswith("I"):
-        out = arr.astype(np.float32) / (65535.0 if arr.max(initial=0) > 255 else 255.0)
+    elif arr.dtype == np.uint16:
+        out = arr.astype(np.float32) / 65535.0  # by the type's range, as unetzoo.predict scales it
     else:  # float images ("F") are taken as they are
         out = arr.astype(np.float32)
     return out[None] if out.ndim == 2 else np.ascontiguousarray(out.transpose(2, 0, 1))

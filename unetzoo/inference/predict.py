@@ -149,12 +149,39 @@ def plan_tiles(
             )
         align = _downsampling(model)
         th, tw = th or DEFAULT_VALID_TILE, tw or DEFAULT_VALID_TILE
+        for t in dict.fromkeys((th, tw)):
+            _check_valid_tile(model, t, border, align)
         return plan_valid_axis(height, th, border, align), plan_valid_axis(width, tw, border, align)
     multiple = int(getattr(model, "pad_multiple", None) or 1)
     align = int(getattr(model, "output_stride", None) or multiple)
     th, tw = th or DEFAULT_TILE, tw or DEFAULT_TILE
     oh, ow = (th // 4, tw // 4) if overlap is None else (overlap, overlap)
     return plan_padded_axis(height, th, oh, multiple, align), plan_padded_axis(width, tw, ow, multiple, align)
+
+
+def _check_valid_tile(model: nn.Module, tile: int, border: int, align: int) -> None:
+    """A tile the network accepts (``model.output_size`` names the nearest valid sizes) and whose
+    output covers at least one step of the pooling grid; the error names the smallest such tile."""
+    accepts = getattr(model, "output_size", None)
+    if accepts is not None:
+        accepts(tile)  # raises ValueError with the nearest valid sizes
+    if tile - 2 * border >= align:
+        return
+    smallest = 2 * border + align
+    if accepts is not None:
+        smallest = next((t for t in range(smallest, smallest + 64 * align) if _accepts(accepts, t)), smallest)
+    raise ValueError(
+        f"tile {tile} is too small for this network: it outputs {tile - 2 * border} px per tile, fewer than "
+        f"its down-sampling factor {align}; the smallest tile that works is {smallest}"
+    )
+
+
+def _accepts(output_size, n: int) -> bool:
+    try:
+        output_size(n)
+    except ValueError:
+        return False
+    return True
 
 
 def _downsampling(model: nn.Module) -> int:

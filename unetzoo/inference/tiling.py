@@ -104,7 +104,7 @@ def plan_valid_axis(length: int, tile: int, border: int, align: int) -> AxisPlan
     if stride <= 0:
         raise ValueError(
             f"tile {tile} is too small for this network: it outputs {out} px per tile, fewer than its "
-            f"down-sampling factor {align}; use a tile of at least {2 * border + align} px (a valid input size)"
+            f"down-sampling factor {align}; use a tile of at least {2 * border + align} px that the network accepts"
         )
     n = math.ceil(length / stride)
     starts = tuple(i * stride - border for i in range(n))
