@@ -180,15 +180,31 @@ def test_build_loss_one_output_model():
     ("ce", {"num_classes": 3, "class_weights": [1, 2]}, ValueError, "need 3"),
     ("ce+dice", {"num_classes": 2, "gama": 2}, TypeError, "gama"),
     ("ce+ce", {"num_classes": 2}, ValueError, "twice"),
+    ("0*ce", {"num_classes": 2}, ValueError, "weights must be > 0"),
+    ("ce+00*lovasz", {"num_classes": 2}, ValueError, "'00\\*lovasz'.*weight 0"),
 ])
 def test_build_loss_errors(spec, kwargs, error, match):
     with pytest.raises(error, match=match):
         build_loss(spec, **kwargs)
 
 
-def test_out_of_range_target_raises():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_out_of_range_target_raises(smoothing):
     with pytest.raises(ValueError, match="outside 0..1"):
-        CrossEntropyLoss()(torch.randn(1, 2, 2, 2), torch.tensor([[[0, 1], [2, 0]]]))
+        CrossEntropyLoss(label_smoothing=smoothing)(torch.randn(1, 2, 2, 2), torch.tensor([[[0, 1], [2, 0]]]))
+    with pytest.raises(ValueError, match="3 class weights for 2 classes"):
+        CrossEntropyLoss(weight=[1, 2, 3], label_smoothing=smoothing)(torch.randn(1, 2, 2, 2),
+                                                                      torch.tensor([[[0, 1], [1, 0]]]))
+
+
+def test_dice_without_smoothing_scores_absent_classes_as_matched():
+    """smooth=0: a class in neither prediction nor truth is a perfect 1, not 0 (0/0)."""
+    target = torch.zeros(1, 2, 2, dtype=torch.long)  # background only
+    perfect = torch.tensor([[[[-50.0, -50.0], [-50.0, -50.0]]]])  # one output: foreground p ~ 0
+    assert DiceLoss(smooth=0.0)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert DiceLoss(smooth=0.0, include_background=False)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    ignored = torch.full((1, 2, 2), 255)
+    assert DiceLoss(smooth=0.0)(perfect, ignored).item() == pytest.approx(0.0, abs=1e-6)
 
 
 # --- the original U-Net's border weights -------------------------------------------------------

@@ -255,6 +255,33 @@ def test_overlay_title_names_the_validated_epoch(blobs: Path, tmp_path: Path,
     assert [t.rsplit(" ", 1)[-1] for t in titles] == ["2", "2", "4"]
 
 
+def test_models_ending_in_a_sigmoid_are_scored_on_their_probabilities() -> None:
+    """unet-strided (sigmoid=True, as its seed built it): foreground where p > 0.5, as predict() labels it."""
+    from unetzoo.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-strided", num_classes=1, dropout=0.0).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(-1.95)  # probabilities around 0.12: almost all background
+    images = torch.randn(2, 3, 32, 32)
+    masks = torch.zeros(2, 32, 32, dtype=torch.long)
+    masks[:, :4] = 1
+    with torch.no_grad():
+        probs = model(images)[:, 0]
+    loader = torch.utils.data.DataLoader(list(zip(images, masks)), batch_size=2)
+    got = evaluate(model, loader, num_classes=2).metrics
+    fg = probs > 0.5
+    want = ((fg == (masks == 1)).float().mean()).item()
+    assert got["pixel_accuracy"] == pytest.approx(want) and want > 0.5
+
+
+def test_training_a_sigmoid_model_asks_for_logits(blobs: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(blobs, tmp_path)
+    cfg["model"] = {"name": "unet-strided", "num_classes": 2, "in_chans": 3}
+    with pytest.raises(ConfigError, match="ends in a sigmoid.*model.options.sigmoid=false"):
+        fit(cfg)
+
+
 def test_bad_data_fails_before_training(tmp_path: Path) -> None:
     root = make_blobs(tmp_path / "bad", n=6)
     Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "masks" / "img002.png")  # label 7, 2 classes
@@ -333,6 +360,17 @@ def test_eval_cli_matches_an_independent_computation(run, blobs: Path, tmp_path:
     assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tile", "16", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["metrics"]["pixel_accuracy"] == pytest.approx(
         metrics["pixel_accuracy"], abs=0.05)
+
+
+def test_eval_cli_errors_are_one_line(run, blobs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cases = [
+        (["--json", str(tmp_path / "nowhere" / "m.json")], "nowhere"),  # before the evaluation, not after
+        (["--device", "gpu"], "gpu"),
+    ]
+    for extra, needle in cases:
+        assert main(["eval", str(run.last_dir), "--data", str(blobs), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("unetzoo eval: error:") and needle in err and "Traceback" not in err
 
 
 def test_eval_cli_flip_averaging_matches_an_independent_computation(run, blobs: Path, tmp_path: Path) -> None:

@@ -71,13 +71,16 @@ class _PixelLoss(nn.Module):
         self.ignore_index = ignore_index
         self.register_buffer("weight", _weights(weight), persistent=False)
 
+    def _check_weight(self, classes: int) -> None:
+        if self.weight is not None and self.weight.numel() != classes:
+            raise ValueError(f"{self.weight.numel()} class weights for {classes} classes; give one per class")
+
     def _log_probs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``log p(target)`` per pixel, the valid mask and the target with ignored pixels at 0."""
         logits, target = _two_class(logits), _target(logits, target)
         valid = target != self.ignore_index
         _check_range(target, valid, logits.shape[1], self.ignore_index)
-        if self.weight is not None and self.weight.numel() != logits.shape[1]:
-            raise ValueError(f"{self.weight.numel()} class weights for {logits.shape[1]} classes; give one per class")
+        self._check_weight(logits.shape[1])
         safe = torch.where(valid, target, 0)
         log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe[:, None])[:, 0]
         return log_p, valid, safe
@@ -106,7 +109,10 @@ class CrossEntropyLoss(_PixelLoss):
             log_p, valid, safe = self._log_probs(logits, target)
             return _weighted_mean(-log_p, safe, valid, self.weight)
         logits, target = _two_class(logits), _target(logits, target)
-        if not (target != self.ignore_index).any():
+        valid = target != self.ignore_index
+        _check_range(target, valid, logits.shape[1], self.ignore_index)  # before torch's bare IndexError
+        self._check_weight(logits.shape[1])
+        if not valid.any():
             return logits.sum() * 0.0
         weight = None if self.weight is None else self.weight.to(logits.dtype)
         return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index,
@@ -308,7 +314,8 @@ class DiceLoss(nn.Module):
             the one-hot target) or ``"auto"`` (softmax; one-output models use
             ``[1 - sigmoid(x), sigmoid(x)]``).
         include_background: include class 0 in the mean.
-        smooth: the ``s`` added to numerator and denominator (0 gives the plain Dice).
+        smooth: the ``s`` added to numerator and denominator (0 gives the plain Dice, averaged
+            over the classes present in the batch's truth).
         ignore_index: label skipped by the loss.
     """
 
@@ -334,8 +341,15 @@ class DiceLoss(nn.Module):
         inter = (probs * one_hot * valid).sum(dims)
         card = (probs * valid).sum(dims) + one_hot.sum(dims)
         dice = (2.0 * inter + self.smooth) / (card + self.smooth).clamp_min(1e-7)
+        present = one_hot.sum(dims) > 0
         if not self.include_background:
-            dice = dice[1:]
+            dice, present = dice[1:], present[1:]
+        if self.smooth == 0:
+            # without smoothing a class absent from the truth scores 0 whatever is predicted: a
+            # constant penalty without gradient, so it is left out (all absent or ignored: loss 0)
+            dice = dice[present]
+            if dice.numel() == 0:
+                return probs.sum() * 0.0
         return 1.0 - dice.mean()
 
 
@@ -435,7 +449,11 @@ def _parse(spec: str) -> list[tuple[str, float]]:
         if match is None or match.group(2) not in _LOSSES:
             raise ValueError(f"cannot read loss term {part.strip()!r} in {spec!r}; use names from "
                              f"{sorted(_LOSSES)} with optional weights, e.g. 'ce+0.5*dice'")
-        terms.append((match.group(2), float(match.group(1) or 1.0)))
+        weight = float(match.group(1) or 1.0)
+        if weight <= 0:
+            raise ValueError(f"loss term {part.strip()!r} in {spec!r} has weight {weight:g}; weights must be > 0 "
+                             "(leave a term out to drop it)")
+        terms.append((match.group(2), weight))
     if len({name for name, _ in terms}) != len(terms):
         raise ValueError(f"loss {spec!r} names a term twice; give it one weight instead")
     return terms

@@ -35,12 +35,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from unetzoo._atomic import atomic_path
     from unetzoo.data import DataError
     from unetzoo.train import ConfigError
 
     try:
+        if args.json and not Path(args.json).resolve().parent.is_dir():  # found out now, not after the run
+            raise FileNotFoundError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
         metrics, count = evaluate_saved(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+        if args.json:
+            record = {"model": args.model, "data": args.data, "images": count, "metrics": metrics}
+            with atomic_path(args.json) as tmp:
+                tmp.write_text(json.dumps(record, indent=2))
+    except (ConfigError, DataError, OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
         print(f"unetzoo eval: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.model} on {count} image(s) of {args.data}:")
@@ -48,9 +57,6 @@ def run(args: argparse.Namespace) -> int:
     for key, value in metrics.items():
         shown = ", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
         print(f"  {key:<{width}}  {shown}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"model": args.model, "data": args.data, "images": count, "metrics": metrics}, f, indent=2)
     return 0
 
 

@@ -116,6 +116,9 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _build_model(self) -> torch.nn.Module:
         model = builders.build_model(self.cfg.model)
+        if isinstance(getattr(model, "activation", None), torch.nn.Sigmoid):
+            raise ConfigError(f"{self.cfg.model.name} ends in a sigmoid, but unetzoo's losses take logits; "
+                              "set model.options.sigmoid=false (the same weights, without the final sigmoid)")
         model.preprocessing = self.pre  # recorded in config.json by save_pretrained
         stages = len(model.encoder_stages())
         if self.cfg.frozen_stages > stages:

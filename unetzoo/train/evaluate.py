@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["EvalResult", "center_crop_like", "evaluate", "image_fg_iou", "labels_of"]
+__all__ = ["EvalResult", "as_logits", "center_crop_like", "evaluate", "image_fg_iou", "labels_of"]
 
 
 @dataclass
@@ -76,14 +76,23 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
     valid_conv = getattr(model, "border", 0) > 0
     if not valid_conv and (tile is None or max(images.shape[-2:]) <= tile):
         if not tta:
-            return model(images)
+            return as_logits(model, model(images))
         from unetzoo.inference.predict import flip_averaged
 
-        return flip_averaged(model, images)
+        return as_logits(model, flip_averaged(model, images))
     from unetzoo.inference import predict
 
     size = None if valid_conv else tile  # predict's default tile for valid networks (572)
-    return torch.stack([predict(model, image, tile=size, output="logits", dtype=dtype, tta=tta) for image in images])
+    out = [predict(model, image, tile=size, output="logits", dtype=dtype, tta=tta) for image in images]
+    return as_logits(model, torch.stack(out))
+
+
+def as_logits(model: nn.Module, scores: torch.Tensor) -> torch.Tensor:
+    """Logits from a network's output: the inverse sigmoid where the network ends in a sigmoid
+    (``unet-strided`` as its seed project built it), so thresholds at 0 and the losses hold."""
+    if isinstance(getattr(model, "activation", None), nn.Sigmoid):
+        return torch.logit(scores.float(), eps=1e-6)
+    return scores
 
 
 @torch.no_grad()
