@@ -74,8 +74,10 @@ def test_load_native_reports_mismatch():
 @pytest.mark.parametrize(
     "x, match",
     [
-        (torch.randn(3, 64, 64), "4-d input"),
-        (torch.randn(1, 1, 64, 64), "expected 3 input channels"),
+        (torch.randn(3, 64, 64), r"4-d input.*x\.unsqueeze\(0\)"),
+        (torch.randn(2, 1, 3, 64, 64), r"4-d input.*reshape it to \(N, 3, H, W\)"),
+        (torch.randn(1, 1, 64, 64), "expected 3 input channels.*in_chans=1"),
+        (torch.randn(1, 64, 64, 3), r"channels-last.*x\.permute\(0, 3, 1, 2\)"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.int64), "floating-point"),
     ],
@@ -93,6 +95,45 @@ def test_bad_options_errors():
         unetzoo.create("unet-resnet18", upsample="cubic")
     with pytest.raises(ValueError, match="decoder_norm="):
         unetzoo.create("unet-resnet18", decoder_norm="ln2")
+    with pytest.raises(ValueError, match="head_kernel must be a positive odd number"):
+        unetzoo.create("unet-resnet18", head_kernel=2)  # would shift the logits by half a pixel
+
+
+def test_group_norm_decoder_takes_any_width():
+    model = unetzoo.create("unet-resnet18", decoder_channels=(160, 80, 40, 20, 12), decoder_norm="gn").eval()
+    groups = [m.num_groups for m in model.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    widths = [m.num_channels for m in model.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # 32 groups where they divide the width, else the most that do; one per channel up to 32
+    assert dict(zip(widths, groups)) == {160: 32, 80: 16, 40: 8, 20: 20, 12: 12}
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 21, 64, 64)
+
+
+def test_fixed_size_backbones_name_the_given_size_and_optimize():
+    from unetzoo.fast import example_input, optimize_for_inference
+
+    model = unetzoo.create("unet-vit_tiny_patch16_224", num_classes=2).eval()
+    with pytest.raises(ValueError, match="only accepts 224x224 inputs.*got 200x200"):
+        model(torch.randn(1, 3, 200, 200))  # the size given, not the padded 208x208
+    x = example_input(model)
+    assert x.shape == (1, 3, 224, 224)
+    with torch.no_grad():
+        want = model(x)
+        got = optimize_for_inference(model, dtype=torch.float32)(x)
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, options", [("unet-strided", {}), ("unet-classic", {"base_c": 4})])
+def test_logits_are_contiguous_eager_and_fast(name, options):
+    from unetzoo.fast import optimize_for_inference
+
+    model = unetzoo.create(name, **options).eval()
+    x = torch.randn(1, 3, 45, 71)  # needs padding
+    with torch.no_grad():
+        eager = model(x)
+        assert eager.is_contiguous() and eager.view(-1).numel() == eager.numel()
+        fast = optimize_for_inference(model, dtype=torch.bfloat16)(x)
+    assert fast.is_contiguous() and fast.dtype == torch.float32
 
 
 def _tiny():

@@ -84,11 +84,14 @@ def example_input(model: nn.Module, *, batch: int = 1, device: torch.device | st
     their border.
     """
     in_chans = getattr(model, "in_chans", 3)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    fixed = getattr(getattr(model, "encoder", None), "fixed_input_size", None)
+    if fixed is not None:  # ViT, Swin, ...: timm backbones built for one input size
+        return torch.randn(batch, in_chans, *fixed, device=device)
     border = getattr(model, "border", 0) or 0
     start = 2 * border + max(2 * (getattr(model, "pad_multiple", None) or 16), 32)
     check = getattr(model, "check_input", None)
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for side in range(start, start + 129):
         x = torch.randn(batch, in_chans, side, side, device=device)
         if check is None:
@@ -290,8 +293,9 @@ def _input_hook(dtype: torch.dtype, channels_last: bool):
 
 
 def _output_hook(module: nn.Module, args: tuple, out: Any) -> Any:
-    if isinstance(out, torch.Tensor) and out.dtype in (torch.bfloat16, torch.float16):
-        return out.float()
+    """float32 logits in the default layout, as the eager model returns them (``.view`` works)."""
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
+        return out.float().contiguous()
     return out
 
 

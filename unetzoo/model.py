@@ -91,14 +91,16 @@ class UnetZooModel(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"expected a torch.Tensor of shape (N, {self.in_chans}, H, W), got {type(x).__name__}")
         if x.ndim != 4:
-            raise ValueError(
-                f"expected a 4-d input (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; "
-                "add a batch dimension with x.unsqueeze(0)"
-            )
+            fix = ("add a batch dimension with x.unsqueeze(0)" if x.ndim == 3
+                   else f"reshape it to (N, {self.in_chans}, H, W)")
+            raise ValueError(f"expected a 4-d input (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; {fix}")
         if x.shape[1] != self.in_chans:
+            if x.shape[-1] == self.in_chans:
+                fix = "it looks channels-last (N, H, W, C): use x.permute(0, 3, 1, 2)"
+            else:
+                fix = f"build the model with in_chans={x.shape[1]} or convert the images"
             raise ValueError(
-                f"expected {self.in_chans} input channels (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; "
-                f"build the model with in_chans={x.shape[1]} or convert the images"
+                f"expected {self.in_chans} input channels (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}; {fix}"
             )
         if not x.is_floating_point():
             raise ValueError(
@@ -255,6 +257,17 @@ class SegmentationModel(UnetZooModel):
 
     def encoder_stages(self) -> list[nn.Module]:
         return self.encoder.stages()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """:meth:`UnetZooModel.check_input`, and the size of backbones built for one (ViT, Swin)."""
+        super().check_input(x)
+        fixed = getattr(self.encoder, "fixed_input_size", None)
+        if fixed is not None and tuple(x.shape[-2:]) != tuple(fixed):
+            h, w = fixed
+            raise ValueError(
+                f"the backbone of this model only accepts {h}x{w} inputs (timm fixed_input_size), got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or run unetzoo.predict(model, image, tile={h})"
+            )
 
     def encoder_modules(self) -> list[nn.Module]:
         return [self.encoder]

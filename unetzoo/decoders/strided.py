@@ -138,7 +138,7 @@ class StridedUNet(UnetZooModel):
         x = skips.pop()
         for up in self.decoder:
             x = up(x, skips.pop())
-        return self._crop(self.activation(self.head(x)), h, w)
+        return self._crop(self.activation(self.head(x)), h, w).contiguous()
 
 
 def build_strided(

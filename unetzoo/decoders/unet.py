@@ -62,7 +62,8 @@ def _norm(name: str | None, channels: int) -> nn.Module | None:
     if name in ("bn", "batchnorm"):
         return nn.BatchNorm2d(channels)
     if name in ("gn", "groupnorm"):
-        return GroupNorm(min(32, channels), channels)
+        # 32 groups where the width allows, else the most that divide it (a group per channel up to 32)
+        return GroupNorm(channels if channels <= 32 else math.gcd(32, channels), channels)
     raise ValueError(f"decoder_norm={name!r} is not supported; choose 'bn', 'gn' or None")
 
 
@@ -393,5 +394,7 @@ def build_unet(
         act=decoder_act,
         center=decoder_center,
     )
+    if head_kernel < 1 or head_kernel % 2 == 0:  # an even kernel would shift the logits by half a pixel
+        raise ValueError(f"head_kernel must be a positive odd number (1, 3, ...), got {head_kernel}")
     head = nn.Conv2d(decoder.out_channels, num_classes, head_kernel, padding=head_kernel // 2)
     return SegmentationModel(enc, decoder, head)
