@@ -202,3 +202,47 @@ def test_info_prints_encoder_weights_and_options(capsys):
     assert "31,030,658" in out and "dropout = 0.0" in out  # SEED_SYSTEMS §4
     assert main(["info", "unet-resnt50"]) == 2
     assert "unet-resnet50" in capsys.readouterr().err
+
+
+def test_same_file_names_in_two_inputs_get_separate_outputs(saved_model, tmp_path):
+    a = _write_rgb(tmp_path / "a" / "x.png", 24, 32, 3)
+    b = _write_rgb(tmp_path / "b" / "x.png", 24, 32, 4)
+    for inputs in ([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "x.png"],
+                   [tmp_path / "a", tmp_path / "b"]):
+        out = tmp_path / f"out{len(inputs)}"
+        assert main(["predict", str(saved_model), *map(str, inputs), "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.glob("*_overlay.png")) == ["x_png_2_overlay.png", "x_png_overlay.png"]
+        # each output is its own image's (the overlay keeps the pixels the mask leaves untinted)
+        for name, image in (("x_png", a), ("x_png_2", b)):
+            overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+            labels = np.asarray(Image.open(out / f"{name}_labels.png"))
+            assert np.array_equal(overlay[labels == 0], image[labels == 0])
+
+
+def test_float_tiffs_are_normalised_like_the_same_image_in_16_bits(saved_model, tmp_path):
+    """Training reads float images as [0, 1] intensities and normalises them; so does predict."""
+    grey = (np.arange(24 * 32).reshape(24, 32) * 85).astype(np.uint16)
+    model = unetzoo.create("unet-classic", base_c=4, in_chans=1)
+    model.save_pretrained(tmp_path / "m1")
+    (tmp_path / "in").mkdir()
+    Image.fromarray(grey).save(tmp_path / "in" / "g.png")
+    Image.fromarray((grey / 65535.0).astype(np.float32)).save(tmp_path / "in" / "f.tif")
+    assert main(["predict", str(tmp_path / "m1"), str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--probs"]) == 0
+    png = np.asarray(Image.open(tmp_path / "o" / "g_prob.png")).astype(int)
+    tif = np.asarray(Image.open(tmp_path / "o" / "f_prob.png")).astype(int)
+    assert np.abs(png - tif).max() <= 2  # 16-bit probabilities: equal up to rounding
+
+
+@pytest.mark.parametrize("extra, needle", [(["--device", "gpu", "--out", "o"], "gpu"), (["--out", "FILE"], "FILE")])
+def test_predict_set_up_errors_are_one_line(saved_model, images, tmp_path, capsys, extra, needle):
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    extra = [str(tmp_path / e) if e in ("FILE", "o") else e for e in extra]
+    assert main(["predict", str(saved_model), str(images / "a.png"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unetzoo predict: error:") and needle in err and "Traceback" not in err
+
+
+def test_tiles_smaller_than_the_pooling_grid_are_refused(saved_model, images):
+    model = unetzoo.from_pretrained(saved_model)
+    with pytest.raises(ValueError, match="smaller than the network's down-sampling factor 16"):
+        unetzoo.predict(model, np.zeros((40, 40, 3), np.uint8), tile=8)

@@ -80,13 +80,22 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
             found.append((path, Path(path.name)))
         else:
             missing.append(item)
+    first: dict[tuple[Path, Path], tuple[Path, Path]] = {}
+    for p, rel in found:  # a file named twice is segmented once
+        first.setdefault((p.resolve(), rel), (p, rel))
+    found = list(first.values())
     stems = [rel.with_suffix("") for _, rel in found]
     clash = {s for s in stems if stems.count(s) > 1}
-    pairs = [
-        (p, rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem)
-        for (p, rel), stem in zip(found, stems)
-    ]
-    return list(dict.fromkeys(pairs)), missing
+    pairs, used = [], set()
+    for (p, rel), stem in zip(found, stems):
+        stem = rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem
+        unique, n = stem, 1
+        while unique in used:  # same name in two inputs (a/x.png, b/x.png): x_png, x_png_2
+            n += 1
+            unique = stem.with_name(f"{stem.name}_{n}")
+        used.add(unique)
+        pairs.append((p, unique))
+    return pairs, missing
 
 
 # ----------------------------------------------------------------------------- the model
@@ -148,10 +157,18 @@ def _segment(args: argparse.Namespace, model, path: Path, stem: Path, single: bo
     from unetzoo.inference import predict
 
     image = io.read_image(path, channels=model.in_chans)
+    pixels = image
+    if image.dtype.kind == "f":  # float TIFFs hold intensities in [0, 1], as training reads them: normalise
+        import numpy as np
+
+        from unetzoo.inference.source import normalization_for
+
+        mean, std = (np.asarray(v, np.float32) for v in normalization_for(model))
+        pixels = (image - mean) / std if image.ndim == 3 else (image - mean.mean()) / std.mean()
     dtype = getattr(torch, args.dtype) if args.dtype and not args.fast else None  # fast: weights already cast
     probs = predict(
         model,
-        image,
+        pixels,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -171,22 +188,22 @@ def run(args: argparse.Namespace) -> int:
 
     images, failed = collect_images(args.inputs, exclude=args.out)
     for item in failed:
-        print(f"error: input {item} does not exist", file=sys.stderr)
+        print(f"unetzoo predict: error: input {item} does not exist", file=sys.stderr)
     if not images:
-        print("error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
+        print("unetzoo predict: error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
         return 2
     try:
         model = load_model(args.model, args.checkpoint, args.revision)
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-    if args.fast:
-        from unetzoo.fast import optimize_for_inference
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(device).eval()
+        if args.fast:
+            from unetzoo.fast import optimize_for_inference
 
-        model = optimize_for_inference(model, dtype=args.dtype or "auto")
-    args.out.mkdir(parents=True, exist_ok=True)
+            model = optimize_for_inference(model, dtype=args.dtype or "auto")
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, AssertionError) as exc:  # CUDA absent: both
+        print(f"unetzoo predict: error: {exc}", file=sys.stderr)
+        return 2
     done = 0
     for path, stem in tqdm(images, unit="image", desc="predict", disable=len(images) == 1):
         try:

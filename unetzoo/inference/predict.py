@@ -71,12 +71,17 @@ def predict(
     Padded-convolution networks use overlapping tiles whose predictions are cross-faded with a
     raised-cosine ramp over the overlap. With an overlap at least as large as the distance over
     which zero padding at a tile edge disturbs the prediction, the result matches whole-image
-    inference closely (see tests/test_inference.py for the measured tolerance).
+    inference closely (see tests/test_inference.py for the measured tolerance). ``unet-classic``
+    is the exception at sizes that are not multiples of 16: like milesial's network it pads each
+    upsampled map back to its skip's size, centred, which shifts the whole decoder map by a
+    pixel in a way tiles of another size cannot reproduce (logits differ by up to about 1e-2
+    at odd sizes, about 2e-4 at even ones).
 
     Input conventions: numpy arrays are ``HxW`` or ``HxWxC``, tensors ``CxHxW`` or
     ``NxCxHxW``. Integer images (uint8, uint16) are scaled to ``[0, 1]`` and normalised with
     :func:`unetzoo.transforms_for` (the statistics saved with the model, else its pretrained
-    weights', else ImageNet's); floating-point images are used as they are.
+    weights', else ImageNet's); floating-point images are used as they are (already normalised;
+    ``unetzoo predict`` normalises float TIFFs read from disk, taking them as ``[0, 1]`` intensities).
 
     Args:
         model: a unetzoo network (any module mapping ``(N, C, h, w)`` to class scores).

@@ -100,8 +100,8 @@ class ImageSource:
     def _take(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         if self.channels_last:
             a = _index(_index(self.data, rows, 0), cols, 1)
-            a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
-            return torch.from_numpy(np.ascontiguousarray(a))
+            a = np.ascontiguousarray(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0))
+            return torch.from_numpy(a if a.flags.writeable else a.copy())  # e.g. a view of a PIL buffer
         t = _index(_index(self.data, rows, 1), cols, 2)
         return t.contiguous()
 

@@ -136,6 +136,9 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
             f"tile {tile} is not a multiple of the network's down-sampling factor {multiple}; "
             f"use {lo} or {lo + multiple}"
         )
+    if tile < align:  # windows would step further than they reach: gaps between tiles
+        raise ValueError(f"tile {tile} is smaller than the network's down-sampling factor {align}; "
+                         f"use a tile of at least {align}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be between 0 and tile - 1 = {tile - 1}, got {overlap}")
     extended = math.ceil(length / multiple) * multiple
