@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from unetzoo.bench.cases import Case, smp_like_options
@@ -263,12 +264,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="--part accuracy: one fine-tune per seed (initial weights and augmentations)")
     p.add_argument("--tag", default="accuracy", help="--part accuracy: the file name of its report")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=None,
+                   help="folder of the reports (default benchmarks/results; with --quick a temporary folder)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, 1 epoch: check the pipeline, not the figures")
     args = p.parse_args(argv)
     if args.quick:
         SHAPES.update(infer=(1, 64), train=(2, 64))
         args.accuracy_epochs = 1
+    if args.out is None:  # a pipeline check never replaces the published figures
+        args.out = tempfile.mkdtemp(prefix="unetzoo-bench-quick-") if args.quick else str(HERE / "results")
+        if args.quick:
+            print(f"--quick: reports go to {args.out}")
     command = "python benchmarks/bench_backbones.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.part in ("backbones", "all"):
         from unetzoo.fast import native_bf16_supported

@@ -101,7 +101,9 @@ def train_table() -> None:
                     out = fn()
                 out.float().sum().backward()
 
+            # both inputs need their gradient, as in training (the skip comes from the encoder)
             x.requires_grad_(True)
+            skip.requires_grad_(True)
             best = fastest_interleaved({"cat": lambda: step(lambda: conv(torch.cat([x, skip], 1))),
                                         "split": lambda: step(lambda: split([x, skip]))}, 5)
             print(f"| {name} | {cx}@{side} -> {cs}@{side} | {1e3 * best['cat']:.1f} | {1e3 * best['split']:.1f} | "

@@ -270,6 +270,17 @@ def test_the_accuracy_table_gives_the_mean_and_each_seed():
     assert "several seeds (0, 1: initial weights and augmentations)" in md
 
 
+def test_quick_pipeline_checks_never_write_the_published_results(monkeypatch, capsys):
+    module = _script("bench_backbones")
+    seen = []
+    monkeypatch.setattr(module, "accuracy_part", lambda args, command: seen.append(args.out))
+    assert module.main(["--part", "accuracy", "--quick"]) == 0
+    assert Path(seen[0]).resolve() != (ROOT / "benchmarks" / "results").resolve()
+    assert f"reports go to {seen[0]}" in capsys.readouterr().out
+    assert module.main(["--part", "accuracy"]) == 0  # without --quick: the published folder
+    assert Path(seen[1]).resolve() == (ROOT / "benchmarks" / "results").resolve()
+
+
 def test_bench_accuracy_part_writes_both_columns_from_real_fine_tunes(tmp_path):
     """One real 1-epoch fine-tune per column on 10 of the shipped nuclei images."""
     import json
