@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = format_info(args.name)
     except (UnknownModelError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"unetzoo info: error: {exc}", file=sys.stderr)
         return 2
     print(text)
     return 0

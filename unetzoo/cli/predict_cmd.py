@@ -210,10 +210,10 @@ def run(args: argparse.Namespace) -> int:
             _segment(args, model, path, stem, single=len(images) == 1)
             done += 1
         except ImageReadError as exc:
-            tqdm.write(f"error: {exc} (skipped)", file=sys.stderr)
+            tqdm.write(f"unetzoo predict: error: {exc} (skipped)", file=sys.stderr)
             failed.append(str(path))
         except (ValueError, RuntimeError) as exc:
-            tqdm.write(f"error: could not segment {path}: {exc}", file=sys.stderr)
+            tqdm.write(f"unetzoo predict: error: could not segment {path}: {exc}", file=sys.stderr)
             failed.append(str(path))
     print(f"segmented {done} image(s) into {args.out}")
     if failed:
