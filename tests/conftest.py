@@ -30,7 +30,8 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty torch hub and Hugging Face caches, no UNETZOO_WEIGHTS_DIR, no offline switches."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for var in ("HF_HUB_CACHE", "UNETZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "UNETZOO_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "UNETZOO_WEIGHTS_DIR", "HF_HUB_OFFLINE", "UNETZOO_OFFLINE",
+                "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 

@@ -213,6 +213,59 @@ def test_push_to_hub_uploads_exactly_the_saved_folder(saved, fake_hub, tmp_path)
     assert 'unetzoo.from_pretrained("me/tiny")' in upload["files"]["README.md"].decode()
 
 
+def test_pushing_a_plain_saved_folder_points_its_card_at_the_repo(fake_hub, tmp_path):
+    """A training run's best/ is saved without a repo_id; on the Hub its card must name the repo."""
+    folder = save_pretrained(_tiny_model(), tmp_path / "best", metrics={"fg_iou": 0.79}, datasets="nuclei")
+    local_card = (folder / "README.md").read_text()
+    assert 'from_pretrained("path/to/this/folder")' in local_card
+    unetzoo.hub.push_folder(folder, "me/nuclei-unet")
+    card = fake_hub["upload_folder"]["files"]["README.md"].decode()
+    assert 'from_pretrained("me/nuclei-unet")' in card and "\n# me/nuclei-unet\n" in card
+    assert "| fg_iou | 0.79 |" in card and "- nuclei" in card  # metrics and datasets kept
+    assert (folder / "README.md").read_text() == local_card  # the local folder is left as it was
+    assert fake_hub["upload_folder"]["files"]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_card_takes_a_single_dataset_or_tag_as_one_name(tmp_path):
+    card = ModelCard.load(save_pretrained(_tiny_model(), tmp_path, datasets="drive", tags="medical") / "README.md")
+    assert card.data.datasets == ["drive"] and "medical" in card.data.tags and "m" not in card.data.tags
+    with pytest.raises(TypeError, match="datasets must be a string or a list of strings"):
+        save_pretrained(_tiny_model(), tmp_path / "x", datasets={"drive": 1})
+
+
+def test_the_weights_license_survives_a_reload_and_re_save(tmp_path):
+    model = unetzoo.create("unet-efficientnet_lite0", pretrained=True, num_classes=2)
+    first = ModelCard.load(model.save_pretrained(tmp_path / "a") / "README.md").data.license
+    again = unetzoo.from_pretrained(tmp_path / "a")  # what a fine-tune saved from a reloaded model is
+    assert first == "apache-2.0"
+    assert ModelCard.load(again.save_pretrained(tmp_path / "b") / "README.md").data.license == first
+
+
+def test_hub_weights_come_from_the_commit_the_config_came_from(monkeypatch, tmp_path):
+    """Two downloads, one revision: a push between them must not pair one commit's config with
+    another's weights. The weights are asked for by the commit the config resolved to."""
+    import huggingface_hub
+
+    from unetzoo.hub.load import model_files
+
+    calls = []
+
+    def fake_download(repo_id, filename, *, revision=None, **kwargs):
+        calls.append((filename, revision))
+        commit = "a" * 40 if filename == "config.json" else (revision or "b" * 40)
+        path = tmp_path / "snapshots" / commit / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr("unetzoo.hub.load.network_block_reason", lambda url: None)
+    config, weights = model_files("org/tiny", revision="main", token=None, cache_dir=tmp_path,
+                                  local_files_only=False)
+    assert calls == [("config.json", "main"), ("model.safetensors", "a" * 40)]
+    assert config.parent == weights.parent
+
+
 def test_push_refuses_offline_before_any_hub_call(saved, fake_hub, monkeypatch):
     monkeypatch.setattr("unetzoo.hub.share.network_block_reason", lambda url: "HF_HUB_OFFLINE=1")
     with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE=1"):

@@ -255,6 +255,70 @@ def test_weights_of_another_backbone_are_rejected(tmp_path, small_timm_state):
         unetzoo.create("unet-resnet18", pretrained=path)
 
 
+@pytest.mark.parametrize("deeper, model", [("resnet34", "unet-resnet18"), ("vgg19", "unet-vgg16")])
+def test_weights_of_a_deeper_backbone_are_rejected_not_cut_to_fit(tmp_path, deeper, model):
+    """Its extra blocks are not a classifier to drop: nothing loads, and the error says why."""
+    import torchvision
+
+    with torch.device("meta"):  # only the keys matter; the values are never read
+        keys = (timm.create_model(deeper) if deeper.startswith("resnet") else torchvision.models.get_model(deeper))
+        state = {k: torch.zeros(v.shape) for k, v in keys.state_dict().items()}
+    path = tmp_path / "deeper.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"deeper\.pth.*keys that this backbone does not have.*another \(e\.g\. deeper\)"):
+        unetzoo.create(model, pretrained=path)
+    # a whole state dict of the matching backbone, classifier included, still loads
+    with torch.device("meta"):
+        same = timm.create_model("resnet18") if model == "unet-resnet18" else torchvision.models.get_model("vgg16")
+    torch.save({k: torch.zeros(v.shape) for k, v in same.state_dict().items()}, path)
+    loaded = unetzoo.create(model, pretrained=path)
+    assert all(float(v.abs().sum()) == 0 for k, v in loaded.encoder.state_dict().items() if k.endswith("weight"))
+
+
+def test_a_weights_file_without_a_tag_claims_no_license(tmp_path, small_timm_state, no_network):
+    path = tmp_path / "my_ssl_weights.safetensors"
+    save_file(small_timm_state, path)
+    model = unetzoo.create("unet-mobilenetv3_small_050", pretrained=path)
+    assert (model.weights_spec.tag, model.weights_spec.license) == ("file", "unknown")
+    card = (model.save_pretrained(tmp_path / "saved") / "README.md").read_text()
+    assert "license:" not in card and str(tmp_path) not in card  # no claim, no local path
+    assert "weights file `my_ssl_weights.safetensors`" in card
+    tagged = unetzoo.create("unet-mobilenetv3_small_050.lamb_in1k", pretrained=path)  # the user vouches
+    assert tagged.weights_spec.tag == "lamb_in1k" and tagged.weights_spec.license != "unknown"
+
+
+def test_hub_cache_location_follows_huggingface_hub(monkeypatch, tmp_path):
+    from unetzoo.weights.network import hf_cache_dir
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))  # the older name beats HF_HOME
+    assert hf_cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", "$UNETZOO_TEST_ROOT/new")
+    monkeypatch.setenv("UNETZOO_TEST_ROOT", str(tmp_path))
+    assert hf_cache_dir() == tmp_path / "new"
+
+
+def test_the_network_probe_goes_through_the_configured_proxy(monkeypatch):
+    from unetzoo.weights.network import unreachable_reason
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        for var in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+        assert "hub.mirror.invalid" in unreachable_reason("http://hub.mirror.invalid")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert unreachable_reason("http://hub.mirror.invalid") is None  # downloads would use the proxy
+        monkeypatch.setenv("NO_PROXY", "hub.mirror.invalid")
+        assert "hub.mirror.invalid" in unreachable_reason("http://hub.mirror.invalid")
+    finally:
+        server.close()
+
+
 def test_truncated_safetensors_is_named(tmp_path, small_timm_state):
     path = tmp_path / "w.safetensors"
     save_file(small_timm_state, path)

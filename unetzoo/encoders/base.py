@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["Encoder", "adapt_input_conv", "load_native_state_dict"]
+__all__ = ["Encoder", "adapt_input_conv", "backbone_keys", "load_native_state_dict"]
 
 
 class Encoder(nn.Module):
@@ -47,9 +48,33 @@ class Encoder(nn.Module):
                 unused.append(key)
         return mapped, unused
 
+    def native_keys(self) -> frozenset[str] | None:
+        """Every key of the whole native backbone (classifier and unused stages included), or
+        ``None`` if unknown. Weights with keys outside it belong to another backbone."""
+        return None
+
     @property
     def output_stride(self) -> int:
         return max(self.reductions)
+
+
+@functools.lru_cache(maxsize=32)
+def backbone_keys(library: str, name: str) -> frozenset[str] | None:
+    """The state-dict keys of the whole ``library`` (``"timm"`` / ``"torchvision"``) model
+    ``name``, built on the meta device (no memory, no initialisation); ``None`` if it cannot be."""
+    try:
+        with torch.device("meta"):
+            if library == "timm":
+                import timm
+
+                model = timm.create_model(name, pretrained=False)
+            else:
+                import torchvision
+
+                model = torchvision.models.get_model(name, weights=None)
+            return frozenset(model.state_dict())
+    except Exception:  # noqa: BLE001 - an exotic constructor: the check is skipped, loading still works
+        return None
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -93,6 +118,15 @@ def load_native_state_dict(
     if conv_key in state_dict:
         state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], encoder.in_chans)
     mapped, unused = encoder.native_to_local(state_dict)
+    native = encoder.native_keys()
+    foreign = sorted((k for k in unused if native is not None and k not in native),
+                     key=lambda k: k.endswith("num_batches_tracked"))  # weights first in the message
+    if foreign:  # e.g. resnet34 weights into resnet18: its extra blocks are no classifier to drop
+        raise ValueError(
+            f"cannot load encoder weights from {source} into {type(encoder).__name__}: {len(foreign)} keys that "
+            f"this backbone does not have, e.g. {foreign[:5]}; the weights belong to another (e.g. deeper) "
+            "backbone: pick the model that matches them"
+        )
     own = encoder.state_dict()
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     mismatched = [

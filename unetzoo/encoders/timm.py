@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from unetzoo.encoders.base import Encoder
+from unetzoo.encoders.base import Encoder, backbone_keys
 
 __all__ = ["TimmEncoder"]
 
@@ -79,6 +79,9 @@ class TimmEncoder(Encoder):
         if loose:
             stages[0].insert(0, nn.ParameterList(loose))
         return stages
+
+    def native_keys(self) -> frozenset[str] | None:
+        return backbone_keys("timm", self.name)
 
     def native_to_local(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Map full-model keys (``stem.0.weight``) to timm's flattened feature-net keys.

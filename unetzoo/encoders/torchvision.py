@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
-from unetzoo.encoders.base import Encoder
+from unetzoo.encoders.base import Encoder, backbone_keys
 
 __all__ = ["VGGEncoder", "ResNetEncoder", "create_torchvision_encoder"]
 
@@ -35,6 +35,7 @@ class VGGEncoder(Encoder):
         if taps not in ("seed", "smp"):
             raise ValueError(f"vgg taps={taps!r} is not supported; choose 'seed' or 'smp'")
         features = _vgg_features(name, in_chans)
+        self.name = name
         self.features = features
         self.in_chans = in_chans
         self.taps = taps
@@ -47,6 +48,9 @@ class VGGEncoder(Encoder):
         self.channels = tuple(convs + convs[-1:] * (len(self._bounds) - len(convs)))
         first = 2 if taps == "smp" else 1
         self.reductions = tuple(first * 2**i for i in range(len(self._bounds)))
+
+    def native_keys(self) -> frozenset[str] | None:
+        return backbone_keys("torchvision", self.name)
 
     @staticmethod
     def _last_conv(block: nn.Sequential) -> nn.Conv2d:
@@ -101,6 +105,7 @@ class ResNetEncoder(Encoder):
     def __init__(self, name: str = "resnet50", *, in_chans: int = 3, maxpool_quirk: bool = False) -> None:
         super().__init__()
         net = torchvision.models.get_model(name, weights=None)
+        self.name = name
         self.conv1 = net.conv1 if in_chans == 3 else nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1, self.relu = net.bn1, net.relu
         self.maxpool = nn.MaxPool2d(3, 2, padding=0, ceil_mode=True) if maxpool_quirk else net.maxpool
@@ -110,6 +115,9 @@ class ResNetEncoder(Encoder):
         widths = [self._out_channels(layer) for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
         self.channels = (64, *widths)
         self.reductions = (2, 4, 8, 16, 32)
+
+    def native_keys(self) -> frozenset[str] | None:
+        return backbone_keys("torchvision", self.name)
 
     @staticmethod
     def _out_channels(layer: nn.Sequential) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "retarget_card"]
+
+_LOCAL = "path/to/this/folder"  # the usage snippet's stand-in for a folder saved without a repo_id
 
 
 def _base_model(started: Mapping[str, Any] | None) -> str | None:
@@ -16,8 +19,19 @@ def _base_model(started: Mapping[str, Any] | None) -> str | None:
     return location if "/" in location else f"timm/{location}"
 
 
+def _names(values, what: str) -> list[str]:
+    """A list of names; a single string is one name (not its characters)."""
+    if values is None or isinstance(values, str):
+        return [values] if values else []
+    if isinstance(values, Mapping) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{what} must be a string or a list of strings, got {values!r}")
+    return list(values)
+
+
 def _header(config: Mapping[str, Any], license, datasets, metrics, tags) -> str:
     from huggingface_hub import ModelCardData
+
+    datasets, tags = _names(datasets, "datasets"), _names(tags, "tags")
 
     data = ModelCardData(
         library_name="unetzoo",
@@ -48,7 +62,7 @@ def model_card(
     """The text of ``README.md`` for a saved model described by ``config`` (the ``config.json`` dict)."""
     name, args, started = config["model_name"], config["model_args"], config.get("pretrained_from")
     pre = config["preprocessing"]
-    where = repo_id or "path/to/this/folder"
+    where = repo_id or _LOCAL
     lines = [
         f"# {repo_id or name}",
         "",
@@ -56,7 +70,10 @@ def model_card(
         "saved with unetzoo, the U-Net segmentation model zoo.",
     ]
     if started:
-        lines.append(f"Its encoder started from the pretrained weights `{started['tag']}` ({started['location']}).")
+        if started.get("source") == "file":  # a path on the machine that saved it: only its name means anything
+            lines.append(f"Its encoder started from the weights file `{Path(started['location']).name}`.")
+        else:
+            lines.append(f"Its encoder started from the pretrained weights `{started['tag']}` ({started['location']}).")
     lines += [
         "",
         "## Usage",
@@ -73,3 +90,10 @@ def model_card(
     if metrics:
         lines += _results(metrics)
     return _header(config, license, datasets, metrics, tags) + "\n" + "\n".join(lines) + "\n"
+
+
+def retarget_card(text: str, repo_id: str, model_name: str) -> str:
+    """A card written for a local folder (title = model name, usage from ``path/to/this/folder``)
+    pointed at ``repo_id``; metrics, datasets and everything else stay as they were."""
+    text = text.replace(f'from_pretrained("{_LOCAL}")', f'from_pretrained("{repo_id}")')
+    return text.replace(f"\n# {model_name}\n", f"\n# {repo_id}\n", 1)

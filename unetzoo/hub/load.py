@@ -104,7 +104,11 @@ def model_files(ref: str | os.PathLike, **hub_kwargs: Any) -> tuple[Path, Path]:
             f"{str(ref)!r} is neither a local folder nor a Hub repository id ('org/name')"
         ) from None
     try:
-        return _hub_file(str(ref), CONFIG_NAME, **hub_kwargs), _hub_file(str(ref), WEIGHTS_NAME, **hub_kwargs)
+        config = _hub_file(str(ref), CONFIG_NAME, **hub_kwargs)
+        # the weights from the same commit as the config (a push between the two downloads would
+        # otherwise pair one commit's config with another's weights): the snapshot folder is named
+        # by the commit hash the revision resolved to
+        return config, _hub_file(str(ref), WEIGHTS_NAME, **{**hub_kwargs, "revision": config.parent.name})
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err} (there is no local folder {path} either)") from None
 

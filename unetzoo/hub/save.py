@@ -30,7 +30,8 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     weights = getattr(model, "weights_spec", None)
     started = getattr(model, "pretrained_from", None)  # set by from_pretrained
     if weights is not None:
-        started = {"tag": weights.tag, "source": weights.source, "location": weights.location}
+        started = {"tag": weights.tag, "source": weights.source, "location": weights.location,
+                   "license": weights.license}
     return {
         "library_name": "unetzoo",
         "format_version": FORMAT_VERSION,
@@ -87,8 +88,9 @@ def save_pretrained(
     except TypeError as err:
         raise TypeError(f"{config['model_name']}: a constructor argument cannot be written to JSON ({err})") from err
     weights = getattr(model, "weights_spec", None)
-    if license is None and weights is not None and weights.license not in ("", "unknown"):
-        license = weights.license
+    if license is None:  # the pretrained weights' license, also through a reload (config.json keeps it)
+        known = (config.get("pretrained_from") or {}).get("license")
+        license = known if known not in (None, "", "unknown") else None
     card = model_card(config, repo_id=repo_id, license=license, datasets=datasets, metrics=metrics, tags=tags)
     # each file is replaced whole; config.json goes last, so a save killed part-way into a new
     # folder leaves no config.json there (not a model folder) rather than a torn one

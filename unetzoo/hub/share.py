@@ -7,15 +7,19 @@ by ``HF_ENDPOINT``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from unetzoo.hub.card import retarget_card
 from unetzoo.hub.load import model_files, read_config
-from unetzoo.hub.save import CONFIG_NAME, save_pretrained
+from unetzoo.hub.save import CARD_NAME, CONFIG_NAME, save_pretrained
 from unetzoo.weights.network import hf_endpoint, network_block_reason
 
 __all__ = ["push_folder", "push_to_hub", "pull"]
@@ -59,14 +63,37 @@ def push_folder(
     folder = check_folder(Path(folder).expanduser())
     api = HfApi(endpoint=_require_network(f"push to {repo_id}"), token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    return api.upload_folder(
-        repo_id=getattr(url, "repo_id", None) or repo_id,
-        folder_path=folder,
-        repo_type="model",
-        commit_message=commit_message,
-        revision=revision,
-        create_pr=create_pr,
-    )
+    repo_id = getattr(url, "repo_id", None) or repo_id
+    with _with_card_for(folder, repo_id) as upload:
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=upload,
+            repo_type="model",
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+@contextlib.contextmanager
+def _with_card_for(folder: Path, repo_id: str) -> Iterator[Path]:
+    """``folder``, or a linked copy of it whose ``README.md`` names ``repo_id`` (a card written
+    by a plain ``save_pretrained``, e.g. a training run's ``best/``, shows a local path)."""
+    card = folder / CARD_NAME
+    text = card.read_text() if card.is_file() else None
+    new = None if text is None else retarget_card(text, repo_id, read_config(folder / CONFIG_NAME)["model_name"])
+    if new == text:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="unetzoo-push-") as tmp:
+        for f in folder.iterdir():
+            if f.is_file() and f.name != CARD_NAME:
+                try:
+                    os.link(f, Path(tmp) / f.name)  # no copy of the weights where the filesystem allows
+                except OSError:
+                    shutil.copy2(f, Path(tmp) / f.name)
+        (Path(tmp) / CARD_NAME).write_text(new)
+        yield Path(tmp)
 
 
 def push_to_hub(

@@ -185,11 +185,17 @@ def _local_file(path: Path, spec: ModelSpec, tag: str | None) -> Path:
 
 
 def _file_weights_spec(spec: ModelSpec, tag: str | None, path: Path) -> WeightsSpec:
-    """The record returned for a local file: preprocessing of the named/default tag when there is one."""
+    """The record returned for a local file: preprocessing of the named/default tag when there is one.
+
+    Only a tag the user named vouches for the file (its license and tag carry over); with none,
+    the default tag's mean and std are a guess, and the file's origin and license are unknown.
+    """
     base = _weights_guess(spec, tag)
     if base is None:
         return WeightsSpec(tag=tag or "file", source="file", location=str(path), filename=path.name)
-    return dataclasses.replace(base, source="file", location=str(path), filename=path.name, revision=None, sha256=None)
+    extra = {} if tag is not None else {"tag": "file", "license": "unknown", "description": f"local file {path.name}"}
+    return dataclasses.replace(base, source="file", location=str(path), filename=path.name, revision=None,
+                               sha256=None, **extra)
 
 
 def load_pretrained(

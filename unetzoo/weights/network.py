@@ -66,22 +66,30 @@ def hf_endpoint() -> str:
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache folder as the environment names it now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    """The Hugging Face hub cache folder as the environment names it now, in huggingface_hub's
+    order: ``HF_HUB_CACHE``, the older ``HUGGINGFACE_HUB_CACHE``, then ``HF_HOME/hub``."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
     import huggingface_hub.constants as hf_constants
 
     return Path(hf_constants.HF_HUB_CACHE)
 
 
 def unreachable_reason(url: str) -> str | None:
-    """One TCP connection attempt to the host of ``url``; the failure as text, or ``None``."""
+    """One TCP connection attempt to the host of ``url`` (or to the proxy that the environment's
+    ``HTTP(S)_PROXY`` names for it, as downloads would go); the failure as text, or ``None``."""
     parts = urlsplit(url)
     host = parts.hostname
     if not host:
         return f"invalid URL {url!r}"
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if via.hostname:
+            parts, host = via, via.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=timeout()).close()
