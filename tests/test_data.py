@@ -111,6 +111,25 @@ def test_index_palette_and_label_map(tmp_path):
     assert mapped.tolist() == [[0, 5, 1, 255], [1, 1, 5, 0]]
 
 
+@pytest.mark.parametrize("kind", ["1-bit", "palette"])
+def test_binary_true_reads_1_bit_and_palette_masks(tmp_path, kind):
+    """binary=True must not threshold 0/1 or palette indices at 128 (which leaves no foreground)."""
+    fg = np.zeros((8, 8), bool)
+    fg[2:6, 2:6] = True
+    _save(tmp_path / "images" / "a.png", np.zeros((8, 8)))
+    (tmp_path / "masks").mkdir()
+    if kind == "1-bit":
+        Image.fromarray(fg).save(tmp_path / "masks" / "a.png")  # mode "1"
+    else:
+        _save(tmp_path / "masks" / "a.png", fg * 3, palette=True)  # class index 3 in a palette PNG
+    for binary in (True, None):
+        mask = SegmentationFolder(tmp_path, binary=binary)[0][1]
+        if kind == "palette" and binary is None:
+            assert mask.tolist() == (fg * 3).tolist()  # auto mode keeps palette indices
+        else:
+            assert mask.tolist() == fg.astype(int).tolist(), binary
+
+
 def test_files_option_selects_and_orders(tmp_path):
     _folder(tmp_path, n=4)
     ds = SegmentationFolder(tmp_path, files=["s3", "s1"])
@@ -145,9 +164,35 @@ def test_voc_layout(tmp_path):
     image, mask = train[0]
     assert image.shape == (3, 6, 7) and mask.tolist() == label.tolist()
     assert validate_dataset(train, num_classes=21).num_samples == 2
+    grey = VOCSegmentation(tmp_path, split="train", channels=1, label_map={255: 0})
+    image, mask = grey[0]
+    assert image.shape == (1, 6, 7) and (mask == 255).sum() == 0 and (mask == 15).sum() == 16
     val = VOCSegmentation(voc, split="val")  # image without its label
     with pytest.raises(DataError, match="2007_000003.jpg has no mask"):
         validate_dataset(val, num_classes=21)
+
+
+def test_evaluation_of_a_voc_root_defaults_to_val_and_config_checks_the_layout(tmp_path):
+    from unetzoo.train import ConfigError, load_config
+    from unetzoo.train.builders import build_eval_dataset
+    from unetzoo.train.config import DataSection
+
+    voc = tmp_path / "VOC2012"
+    for name in ("2007_000001", "2007_000002"):
+        _save(voc / "JPEGImages" / f"{name}.jpg", np.zeros((6, 7, 3)))
+        _save(voc / "SegmentationClass" / f"{name}.png", np.zeros((6, 7)), palette=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000001\n")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000002\n")
+    cfg = DataSection(kind="voc", root=str(voc))
+    scored = build_eval_dataset(cfg, num_classes=21, in_chans=1, mean=(0.5,), std=(0.25,))
+    files = scored.dataset.files if hasattr(scored, "dataset") else scored.files
+    assert [p.stem for p, _ in files] == ["2007_000002"]  # val.txt, not the training list
+    assert scored[0][0].shape[0] == 1  # the model's in_chans
+    with pytest.raises(ConfigError, match="data.binary, data.image_dir and data.mask_dir are for data.kind=folder"):
+        load_config(None, ["data.kind=voc", "data.binary=true"])
+    with pytest.raises(ConfigError, match="label_map does not apply to data.kind=drive"):
+        load_config(None, ["data.kind=drive", "data.label_map={255: 0}"])
 
 
 def _drive(root, split, numbers, size=(6, 5)):
@@ -268,6 +313,22 @@ def _dihedral(a: np.ndarray) -> list[np.ndarray]:
     """The 8 symmetries of the square applied to ``a``: 4 rotations, each with and without a mirror."""
     rotations = [np.rot90(a, k) for k in range(4)]
     return rotations + [np.fliplr(r) for r in rotations]
+
+
+def test_transpose_keeps_a_non_square_crops_shape():
+    t = build_transforms(True, size=(12, 20), scale=None, transpose=0.5)
+    torch.manual_seed(0)
+    shapes = {tuple(t(*_aligned_sample(32))[1].shape) for _ in range(20)}
+    assert shapes == {(12, 20)}
+
+
+def test_color_jitter_refuses_images_it_would_clip():
+    t = build_transforms(True, size=None, scale=None, hflip=0.0, vflip=0.0, color_jitter=0.2)
+    image, mask = _aligned_sample(8)
+    t(image, mask)  # a [0, 1] image is fine
+    raw = tv_tensors.Image(torch.rand(3, 8, 8) * 4000.0)  # a float TIFF of raw intensities
+    with pytest.raises(ValueError, match=r"color_jitter needs images in \[0, 1\].*data.transforms.color_jitter=0"):
+        t(raw, mask)
 
 
 def test_transpose_with_flips_draws_all_eight_symmetries_evenly():

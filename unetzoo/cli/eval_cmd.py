@@ -18,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by save_pretrained, or a Hub repository id")
     p.add_argument("--data", required=True, help="data set root (or builtin:nuclei)")
     p.add_argument("--kind", choices=("folder", "voc", "drive"), default="folder", help="data layout")
-    p.add_argument("--split", default=None, help="voc: train/val, drive: training/test")
+    p.add_argument("--split", default=None,
+                   help="voc: train/val (default val), drive: training/test (default test; the training split "
+                        "with --holdout)")
     p.add_argument("--image-dir", default="images", help="folder layout: image sub-folder")
     p.add_argument("--mask-dir", default="masks", help="folder layout: mask sub-folder")
     p.add_argument("--ignore-index", type=int, default=255, help="mask label that is not counted")

@@ -42,10 +42,11 @@ class DRIVEDataset(PairedDataset):
         *,
         transform: Transform | None = None,
         ignore_index: int = 255,
+        channels: int = 3,
     ) -> None:
         if split not in _SPLITS:
             raise ValueError(f"split must be 'training' or 'test', got {split!r}")
-        super().__init__(root, transform=transform, binary=True, ignore_index=ignore_index, channels=3)
+        super().__init__(root, transform=transform, binary=True, ignore_index=ignore_index, channels=channels)
         self.split = _SPLITS[split]
         folder = self.root / self.split
         images = list_images(folder / "images")

@@ -103,8 +103,8 @@ def read_mask(path: Path) -> tuple[np.ndarray, str]:
                 "(mode 'L' or a palette PNG) with one value per class"
             )
         return arr[..., 0].astype(np.int64), "L"
-    if mode == "LA":
-        im = im.convert("L")
+    if mode in ("LA", "1"):  # 1-bit masks as 0/255, like the 8-bit masks they stand for
+        im, mode = im.convert("L"), "L"
     return np.asarray(im).astype(np.int64), mode
 
 
@@ -121,7 +121,8 @@ def map_labels(
 
     * ``label_map`` given: each raw value found in it becomes its class; other values pass
       through unchanged (so :func:`~unetzoo.data.validate_dataset` can report them).
-    * ``binary=True``: values >= 128 become 1, the rest 0 (0/255 masks, also anti-aliased ones).
+    * ``binary=True``: values >= 128 become 1, the rest 0 (0/255 masks, also anti-aliased ones);
+      in palette masks every index other than 0 becomes 1.
     * ``binary=None`` (auto): a non-palette mask whose values are all in {0, 255} is a 0/255
       mask and becomes {0, 1}; anything else (palette or index masks) is kept as it is.
     * ``binary=False``: values are kept as they are.
@@ -140,5 +141,7 @@ def map_labels(
         if binary:
             return (raw == 255).astype(np.int64)
     if binary:
+        if mode == "P":  # palette indices, not grey levels: any class other than 0 is foreground
+            return (raw > 0).astype(np.int64)
         return (raw >= 128).astype(np.int64)
     return raw

@@ -175,14 +175,15 @@ def build_transforms(
         if elastic > 0:
             deform = v2.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma, interpolation=_BILINEAR, fill=fill)
             steps.append(v2.RandomApply([deform], p=elastic))
-        steps += _geometric(size, scale, rotation, fill)
-        if transpose > 0:
+        if transpose > 0:  # before the crop, so that a non-square crop keeps its (h, w)
             steps.append(RandomTranspose(transpose))
+        steps += _geometric(size, scale, rotation, fill)
         if hflip > 0:
             steps.append(v2.RandomHorizontalFlip(hflip))
         if vflip > 0:
             steps.append(v2.RandomVerticalFlip(vflip))
         if color_jitter > 0:
+            steps.append(_UnitRange("color_jitter"))
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if blur > 0:
             steps.append(v2.RandomApply([_gaussian_blur(blur_sigma)], p=blur))
@@ -193,6 +194,24 @@ def build_transforms(
             raise ValueError("give both mean and std, or neither")
         steps.append(Normalize(mean, std))
     return v2.Compose(steps)
+
+
+class _UnitRange(v2.Transform):
+    """Refuse images outside [0, 1] before a step that would clip them (training only, so
+    training and inference would see different pixels): float TIFFs of raw intensities, say."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__()
+        self.step = step
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Image) and inpt.numel() and (inpt.min() < -0.01 or inpt.max() > 1.01):  # interpolation may overshoot by ulps
+            raise ValueError(
+                f"{self.step} needs images in [0, 1], but one spans [{float(inpt.min()):.4g}, "
+                f"{float(inpt.max()):.4g}] (a float image of raw values?); scale the images to [0, 1] or set "
+                f"data.transforms.{self.step}=0"
+            )
+        return inpt
 
 
 def _gaussian_blur(sigma: Sequence[float]) -> v2.GaussianBlur:

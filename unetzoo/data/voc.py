@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from unetzoo.data.datasets import SegmentationFolder, Transform
@@ -64,11 +65,13 @@ class VOCSegmentation(SegmentationFolder):
         mask_dir: str = "SegmentationClass",
         transform: Transform | None = None,
         ignore_index: int = 255,
+        label_map: Mapping[int, int] | None = None,
+        channels: int = 3,
     ) -> None:
         voc = _voc_root(Path(root))
         ids = _read_split(voc / "ImageSets" / "Segmentation" / f"{split}.txt")
         super().__init__(
-            voc, image_dir="JPEGImages", mask_dir=mask_dir, transform=transform,
-            binary=False, ignore_index=ignore_index, files=ids, channels=3,
+            voc, image_dir="JPEGImages", mask_dir=mask_dir, transform=transform, label_map=label_map,
+            binary=False, ignore_index=ignore_index, files=ids, channels=channels,
         )
         self.split = split

@@ -146,7 +146,9 @@ def build_eval_dataset(
 
     transform = build_transforms(False, mean=mean, std=std, size=cfg.transforms.eval_size,
                                  ignore_index=cfg.ignore_index)
-    base = _reader(cfg, cfg.root, cfg.split, in_chans)
+    # whole data sets are scored on their held-out split unless told otherwise, never on train
+    split = cfg.split if cfg.split is not None or holdout is not None else {"voc": "val", "drive": "test"}.get(cfg.kind)
+    base = _reader(cfg, cfg.root, split, in_chans)
     if holdout is None:
         dataset = base.with_transform(transform)
     else:
@@ -158,10 +160,12 @@ def _reader(cfg: DataSection, root: str, split: str | None, in_chans: int):
     from unetzoo.data import DRIVEDataset, SegmentationFolder, VOCSegmentation
 
     path = resolve_root(root)
+    channels = cfg.channels or in_chans
     if cfg.kind == "voc":
-        return VOCSegmentation(path, split or "train", ignore_index=cfg.ignore_index)
+        return VOCSegmentation(path, split or "train", ignore_index=cfg.ignore_index, label_map=cfg.label_map,
+                               channels=channels)
     if cfg.kind == "drive":
-        return DRIVEDataset(path, split or "training", ignore_index=cfg.ignore_index)
+        return DRIVEDataset(path, split or "training", ignore_index=cfg.ignore_index, channels=channels)
     return SegmentationFolder(
         path, image_dir=cfg.image_dir, mask_dir=cfg.mask_dir, label_map=cfg.label_map, binary=cfg.binary,
         ignore_index=cfg.ignore_index, channels=cfg.channels or in_chans,

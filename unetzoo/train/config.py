@@ -202,6 +202,12 @@ class TrainConfig:
              "data.val_split names a voc/drive split; for data.kind=folder give data.val_root"),
             (self.data.kind == "folder" or self.data.val_root is None,
              f"data.val_root is for data.kind=folder; for {self.data.kind} give data.val_split"),
+            (self.data.kind == "folder" or (self.data.binary is None and self.data.image_dir == "images"
+                                             and self.data.mask_dir == "masks"),
+             f"data.binary, data.image_dir and data.mask_dir are for data.kind=folder; the {self.data.kind} "
+             "reader knows its own layout and labels"),
+            (self.data.kind != "drive" or self.data.label_map is None,
+             "data.label_map does not apply to data.kind=drive (its labels are the vessel annotation)"),
         ]
         t = self.data.transforms
         for key in ("hflip", "vflip", "transpose", "elastic", "blur"):
