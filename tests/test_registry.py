@@ -44,6 +44,10 @@ def test_unknown_name_suggests_close_matches():
         get_spec("unet-resnet500")
     msg = str(err.value)
     assert "unet-resnet50" in msg and "Did you mean" in msg
+    with pytest.raises(UnknownModelError) as err:
+        get_spec("unet-resnet5")  # curated and timm both know unet-resnet50: suggested once
+    close = str(err.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert len(close) == len(set(close)) == 5 and "unet-resnet50" in close
 
 
 def test_registering_twice_raises():

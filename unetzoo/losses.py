@@ -487,7 +487,7 @@ def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
             term name (``dice_smooth=0``, ``ce_label_smoothing=0.1``).
 
     Returns:
-        A :class:`CombinedLoss` (call it like any loss; ``.parts()`` gives each term).
+        A :class:`CombinedLoss` (call it like any loss; ``.parts(logits, target)`` gives each term).
 
     Raises:
         ValueError: unknown term, ``ce`` on a one-output model or ``bce`` on a multi-output one,

@@ -246,7 +246,7 @@ def get_spec(name: str) -> ModelSpec:
     arch, encoder = base.split("-", 1)
     if arch == "unet" and encoder in _timm_feature_models():
         return _timm_spec(encoder)
-    candidates = list(registry) + [f"unet-{n}" for n in _timm_feature_models()]
+    candidates = list(dict.fromkeys([*registry, *(f"unet-{n}" for n in _timm_feature_models())]))
     close = difflib.get_close_matches(base, candidates, n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from unetzoo.registry import EncoderSpec, ModelSpec, WeightsSpec, register_model
 
 UNET = "unetzoo.decoders.unet:build_unet"
-SEED_1 = "bubbliiiing/unet-pytorch (SEED_SYSTEMS.md §1)"
+SEED_1 = "bubbliiiing/unet-pytorch"
 
 # --- the design card's models: torchvision encoders, so torchvision weights load as they are
 register_model(
@@ -146,7 +146,7 @@ register_model(
         builder="unetzoo.decoders.classic:build_classic",
         defaults={"num_classes": 2, "in_chans": 3},
         description="DoubleConv/Down/Up U-Net with BN (transposed or bilinear up-sampling)",
-        reference="milesial/Pytorch-UNet (§2), WZMIAOMIAO pytorch_segmentation/unet (§3)",
+        reference="milesial/Pytorch-UNet, WZMIAOMIAO pytorch_segmentation/unet",
     )
 )
 register_model(
@@ -156,7 +156,7 @@ register_model(
         builder="unetzoo.decoders.original:build_original",
         defaults={"num_classes": 2, "in_chans": 1},
         description="The 2015 paper's valid-convolution U-Net (572x572 -> 388x388)",
-        reference="Ronneberger et al. 2015 (§4); jvanvugt/pytorch-unet key layout",
+        reference="Ronneberger et al. 2015; jvanvugt/pytorch-unet key layout",
     )
 )
 register_model(
@@ -166,6 +166,6 @@ register_model(
         builder="unetzoo.decoders.strided:build_strided",
         defaults={"num_classes": 3, "in_chans": 3},
         description="Strided-conv tutorial U-Net (reflect padding, Dropout2d, LeakyReLU, sigmoid output)",
-        reference="qiaofengsheng/pytorch-UNet (§5)",
+        reference="qiaofengsheng/pytorch-UNet",
     )
 )

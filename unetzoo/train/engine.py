@@ -44,7 +44,7 @@ def fit(config: TrainConfig | Mapping[str, Any] | str | os.PathLike, overrides: 
         overrides: ``key=value`` assignments applied on top (e.g. ``["epochs=2"]``).
 
     Example:
-        >>> result = unetzoo.train.fit("configs/nuclei_demo.yaml", ["epochs=1"])
+        >>> result = unetzoo.train.fit("configs/nuclei_demo.yaml", ["epochs=2"])
         >>> result.metrics["fg_iou"], result.best_dir
     """
     if isinstance(config, (TrainConfig, Mapping)):
