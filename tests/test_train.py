@@ -290,6 +290,24 @@ def test_bad_data_fails_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / STATE_NAME).exists()
 
 
+def test_bad_files_in_both_splits_are_reported_together(tmp_path: Path) -> None:
+    """One run shows every bad file, the validation split's too, not one split per attempt."""
+    from unetzoo.data import SegmentationFolder, split_dataset
+
+    root = make_blobs(tmp_path / "bad", n=12)
+    train, val = split_dataset(SegmentationFolder(root), 0.25, 0)
+    stems = [SegmentationFolder(root).files[part.indices[0]][0].stem for part in (train, val)]
+    for stem in stems:
+        Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "masks" / f"{stem}.png")
+    cfg = tiny_config(root, tmp_path / "out")
+    cfg["data"]["binary"] = False
+    with pytest.raises(DataError) as err:
+        fit(cfg)
+    text = str(err.value)
+    assert "training data:" in text and "validation data:" in text
+    assert all(f"{stem}.png" in text for stem in stems)
+
+
 def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = atomic_save({"a": torch.ones(2)}, tmp_path / "s.pt")
 

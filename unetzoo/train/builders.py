@@ -97,7 +97,7 @@ def build_datasets(
         unetzoo.data.DataError: unreadable files, size mismatches, missing masks or labels
             outside the classes (unless ``skip_bad``), or an empty data set.
     """
-    from unetzoo.data import build_transforms, split_dataset, validate_dataset
+    from unetzoo.data import DataError, build_transforms, split_dataset, validate_dataset
 
     t = cfg.transforms
     train_t = build_transforms(
@@ -116,12 +116,18 @@ def build_datasets(
         train, val = split_dataset(
             train_base, cfg.val_fraction, cfg.split_seed, train_transform=train_t, val_transform=val_t
         )
-    reports = [validate_dataset(d, num_classes, ignore_index=cfg.ignore_index, skip_bad=cfg.skip_bad)
-               for d in (train, val)]
+    reports, errors = [], []
+    for part, dataset in (("training", train), ("validation", val)):  # both checked before either fails
+        try:
+            reports.append(validate_dataset(dataset, num_classes, ignore_index=cfg.ignore_index,
+                                            skip_bad=cfg.skip_bad))
+        except DataError as err:
+            errors.append(f"{part} data: {err}")
+    if errors:
+        raise DataError("\n".join(errors))
     summary = f"train: {reports[0].summary()}\nval: {reports[1].summary()}"
-    for report in reports:
-        for problem in report.problems:
-            summary += f"\nskipped {problem}"
+    for problem in dict.fromkeys(str(p) for report in reports for p in report.problems):  # missing masks: once
+        summary += f"\nskipped {problem}"
     train, val = reports[0].dataset, reports[1].dataset
     if cfg.repeats > 1:
         train = ConcatDataset([train] * cfg.repeats)
