@@ -265,7 +265,8 @@ def test_weights_of_a_deeper_backbone_are_rejected_not_cut_to_fit(tmp_path, deep
         state = {k: torch.zeros(v.shape) for k, v in keys.state_dict().items()}
     path = tmp_path / "deeper.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"deeper\.pth.*keys that this backbone does not have.*another \(e\.g\. deeper\)"):
+    message = r"deeper\.pth.*keys that this backbone does not have.*another \(e\.g\. deeper\)"
+    with pytest.raises(ValueError, match=message):
         unetzoo.create(model, pretrained=path)
     # a whole state dict of the matching backbone, classifier included, still loads
     with torch.device("meta"):

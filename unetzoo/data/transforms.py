@@ -205,7 +205,8 @@ class _UnitRange(v2.Transform):
         self.step = step
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, tv_tensors.Image) and inpt.numel() and (inpt.min() < -0.01 or inpt.max() > 1.01):  # interpolation may overshoot by ulps
+        # a little slack: interpolation may overshoot [0, 1] by a few ulps
+        if isinstance(inpt, tv_tensors.Image) and inpt.numel() and (inpt.min() < -0.01 or inpt.max() > 1.01):
             raise ValueError(
                 f"{self.step} needs images in [0, 1], but one spans [{float(inpt.min()):.4g}, "
                 f"{float(inpt.max()):.4g}] (a float image of raw values?); scale the images to [0, 1] or set "

@@ -87,7 +87,6 @@ def save_pretrained(
         text = json.dumps(config, indent=2) + "\n"
     except TypeError as err:
         raise TypeError(f"{config['model_name']}: a constructor argument cannot be written to JSON ({err})") from err
-    weights = getattr(model, "weights_spec", None)
     if license is None:  # the pretrained weights' license, also through a reload (config.json keeps it)
         known = (config.get("pretrained_from") or {}).get("license")
         license = known if known not in (None, "", "unknown") else None
