@@ -212,6 +212,8 @@ def test_smp_vgg_taps_and_center_are_validated():
     assert model(torch.randn(1, 3, 40, 72)).shape == (1, 2, 40, 72)  # padded to 32 and cropped back
     with pytest.raises(ValueError, match="vgg_taps applies only to torchvision VGG"):
         unetzoo.create("unet-resnet18", vgg_taps="smp")
+    with pytest.raises(ValueError, match=r"\(unet-vgg16\), not timm 'vgg11'"):  # a VGG, but timm's
+        unetzoo.create("unet-vgg11", vgg_taps="smp")
     with pytest.raises(ValueError, match="choose 'seed' or 'smp'"):
         unetzoo.create("unet-vgg16", vgg_taps="timm")
 

@@ -122,6 +122,12 @@ def test_unknown_options_raise_type_error():
         unetzoo.create("unet-resnet18", decoder_chanels=(16, 16, 16, 16))
 
 
+def test_config_name_is_the_architecture_without_the_weights_tag():
+    model = unetzoo.create("unet-resnet18.tv_in1k", pretrained=False, num_classes=2)
+    assert model.config.name == "unet-resnet18"  # rebuilt with create(config.name) it loads no weights
+    assert model.weights_spec is None
+
+
 def test_upper_case_name_gets_the_fix():
     with pytest.raises(UnknownModelError, match="use 'unet-resnet50'"):
         parse_name("UNet-ResNet50")

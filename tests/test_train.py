@@ -334,6 +334,16 @@ def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "epochz=3"]) == 2
 
 
+def test_train_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["train", "epochs=1", "-o", str(tmp_path), "seed=2", "--print-config", "epochs=4"]
+    assert main(argv) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["epochs"], printed["seed"], printed["output_dir"]) == (4, 2, str(tmp_path))  # in order
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "epochs=1", "--bogus"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str], tta: bool = False) -> tuple[float, float]:
     """Foreground IoU over ``stems`` (pooled, and the mean of per-image IoUs) with plain numpy
     (no unetzoo data or metrics code); ``tta`` averages the logits of the image and its

@@ -122,6 +122,12 @@ class CrossEntropyLoss(_PixelLoss):
 class BCELoss(CrossEntropyLoss):
     """Binary cross-entropy with logits for one-output models; targets {0, 1}, ignore aware.
 
+    Weights are normalised like weighted cross-entropy: the loss is the weighted *mean*
+    ``sum(w * l) / sum(w)`` over valid pixels. ``torch.nn.BCEWithLogitsLoss(pos_weight=...)``
+    instead divides by the pixel count, so its loss (and gradient) grows with ``pos_weight``
+    and the foreground fraction; here ``pos_weight`` changes only the balance between the
+    classes, and a learning rate tuned without it still fits.
+
     Args:
         pos_weight: weight of foreground pixels relative to background ones.
         weight: ``[background, foreground]`` weights (instead of ``pos_weight``).

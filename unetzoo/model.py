@@ -25,7 +25,9 @@ class ModelConfig:
     """The constructor arguments a model was built with: enough to build it again.
 
     Attributes:
-        name: registry name, with the weights tag if one was requested.
+        name: registry name without the weights tag (``unet-resnet18``, also for
+            ``unet-resnet18.tv_in1k``): the architecture only. The weights loaded are
+            described by the model's ``weights_spec``.
         num_classes, in_chans: output and input channels.
         options: every other architecture option, resolved (defaults included).
     """

@@ -375,7 +375,10 @@ def build_unet(
         options["maxpool_quirk"] = True  # the VGG encoder rejects it with its own error
     if vgg_taps != "seed":
         if encoder.source != "torchvision" or not encoder.name.startswith("vgg"):
-            raise ValueError(f"vgg_taps applies only to torchvision VGG encoders, not {encoder.name!r}")
+            raise ValueError(
+                f"vgg_taps applies only to torchvision VGG encoders (unet-vgg16), not {encoder.source} "
+                f"{encoder.name!r}; drop vgg_taps, or use out_indices to pick a timm encoder's feature taps"
+            )
         options["taps"] = vgg_taps
     for key, value in (("out_indices", out_indices), ("drop_path_rate", drop_path_rate)):
         if value is not None:
