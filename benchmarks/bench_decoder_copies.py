@@ -24,9 +24,13 @@ Times are the fastest of many interleaved calls (the least disturbed on a shared
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+
 import torch
 import torch.nn.functional as F
 
+from unetzoo.bench.hardware import cpu_line
 from unetzoo.bench.measure import fastest_interleaved
 
 CL = torch.channels_last
@@ -52,9 +56,12 @@ def prealloc(x, skip, mode):
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    print(f"`python benchmarks/bench_decoder_copies.py` on {cpu_line()}, "
+          f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Each figure is the fastest of interleaved calls.\n")
     print("| decoder | block (x -> skip) | interp+cat ms | prealloc ms | with conv: cat ms | split-conv ms |")
     print("|---|---|---|---|---|---|")
     for name, blocks, mode in (("smp-like", SMP_BLOCKS, "nearest"), ("seed", SEED_BLOCKS, "bilinear")):

@@ -28,10 +28,11 @@ Tables 1-3 and 5 run with the tuned allocator (unetzoo's default on CPUs).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -200,17 +201,20 @@ def upsample_table() -> None:
 
 def main() -> None:
     from unetzoo import cpu_memory
+    from unetzoo.bench.hardware import cpu_line
     from unetzoo.fast import native_bf16_supported
 
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--allocator-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
-    if "--allocator-child" in sys.argv:
+    if args.allocator_child:
         allocator_child()
         return
     tuned = cpu_memory.auto_tune_cpu_allocator()
     print("# CPU fast-path measurements\n")
-    print(f"Command: `python benchmarks/bench_fast_path.py`; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"Command: `python benchmarks/bench_fast_path.py`, run on {datetime.date.today()}; {cpu_line()}, "
           f"native bf16: {native_bf16_supported('cpu')}, allocator tuned: {tuned}. "
           "Median of 5 calls after 2 warm-up calls.\n")
     weight_grad_table()

@@ -113,17 +113,6 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict:
     import numpy
     import timm
@@ -131,11 +120,12 @@ def machine() -> dict:
     import torchvision
 
     import unetzoo
+    from unetzoo.bench.hardware import cpu_name
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     info = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "nproc": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "memory_gb": round(mem, 1),

@@ -115,5 +115,8 @@ class SeedUnet(nn.Module):
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     net = SeedUnet(21)
     print(f"SeedUnet(resnet50, 21 classes): {sum(p.numel() for p in net.parameters()):,} parameters")

@@ -179,3 +179,16 @@ def test_the_cpu_bf16_training_benchmark_swaps_in_torchs_group_norm_with_the_sam
     norms = [m for m in swapped.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and not any(isinstance(m, module.GroupNorm) for m in norms)
     torch.testing.assert_close(swapped(x), expected)
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_every_benchmark_script_answers_help_without_running(path, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr("sys.argv", [str(path), "--help"])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as `python benchmarks/NAME.py` has it
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("usage:"), out[:300]
+    assert "|---" not in out  # no measurement table: --help must not start the benchmark

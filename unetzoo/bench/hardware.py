@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Peak", "matmul_peak", "machine_info", "dtype_name"]
+__all__ = ["Peak", "matmul_peak", "machine_info", "dtype_name", "cpu_name", "cpu_line"]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -97,7 +97,8 @@ def matmul_peak(
     return Peak(dtype_name(dtype), str(device), max(mm, conv), mm, conv, n_mm if mm >= conv else n_conv)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform`` elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -106,6 +107,14 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_line() -> str:
+    """One line for a benchmark's header: CPU model, the SIMD features that matter, threads, torch."""
+    get_caps = getattr(torch.cpu, "get_capabilities", None)
+    caps = get_caps() if get_caps is not None else {}
+    flags = [k for k in ("avx512_f", "avx512_bf16", "amx_bf16") if caps.get(k)] or ["no AVX-512"]
+    return f"{cpu_name()} ({', '.join(flags)}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, str]:
@@ -121,7 +130,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, str]:
     flags = [k for k in ("avx2", "avx512_f", "avx512_bf16", "amx_bf16", "amx_tile") if caps.get(k)]
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_cores": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
