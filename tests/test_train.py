@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,25 @@ def test_train_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "epochs=1", "--bogus"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_demo_reports_the_saved_models_float32_figures_which_eval_reproduces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One short epoch of the real demo (lite0 ImageNet weights, bundled nuclei) under bfloat16
+    autocast: the figures it prints are the saved model's in float32, as its re-evaluate line gives."""
+    out = tmp_path / "demo"
+    argv = ["demo", "-o", str(out), "epochs=1", "freeze_epochs=0", "schedule.warmup_epochs=0", "eval_every=1",
+            "precision=bf16", "overlays=2", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    iou = float(re.search(r"foreground IoU (\d\.\d{4})   Dice", printed).group(1))
+    trained = float(re.search(r"bf16 validation of the same model: foreground IoU (\d\.\d{4})", printed).group(1))
+    command = re.search(r"^re-evaluate \(the same figures\): unetzoo (eval .*)$", printed, re.M).group(1)
+    assert main([*command.split(), "--json", str(tmp_path / "eval.json")]) == 0
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["images"] == 20 and f"{evaluated['metrics']['fg_iou']:.4f}" == f"{iou:.4f}"
+    assert 0.0 < trained <= 1.0 and "goal IoU >= 0.8 in < 5 min" in printed
 
 
 def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str], tta: bool = False) -> tuple[float, float]:
