@@ -345,6 +345,20 @@ def test_train_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[st
     assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+def test_a_saved_model_scored_again_on_its_validation_images_matches_the_run(
+    run, blobs: Path, tmp_path: Path
+) -> None:
+    from unetzoo.train.config import DataSection
+    from unetzoo.train.evaluate import evaluate_saved
+
+    data = TrainConfig.from_dict(tiny_config(blobs, tmp_path)).data  # the run's own data section, float32
+    metrics, count = evaluate_saved(run.last_dir, data, validation=True)
+    assert count == 3 and metrics["fg_iou"] == pytest.approx(run.metrics["fg_iou"], abs=1e-6)  # 25% of 12
+    other = make_blobs(tmp_path / "other", n=5, seed=1)
+    _, count = evaluate_saved(run.last_dir, DataSection(root=str(blobs), val_root=str(other)), validation=True)
+    assert count == 5  # a separate validation folder, not a split of the training one
+
+
 def test_demo_reports_the_saved_models_float32_figures_which_eval_reproduces(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

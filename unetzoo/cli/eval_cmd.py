@@ -64,26 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_saved(args: argparse.Namespace) -> tuple[dict, int]:
     """Load the model and data named by ``args`` and return ``(metrics, number of images)``."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    import unetzoo
-    from unetzoo.data import pad_collate
-    from unetzoo.train.builders import autocast, build_eval_dataset, check_precision
     from unetzoo.train.config import DataSection
-    from unetzoo.train.distributed import resolve_device
-    from unetzoo.train.evaluate import evaluate
+    from unetzoo.train.evaluate import evaluate_saved as evaluate_model
 
-    device = resolve_device(args.device)
-    check_precision(args.precision, device)
-    model = unetzoo.from_pretrained(args.model).to(device)
-    pre = unetzoo.transforms_for(model)
     section = DataSection(kind=args.kind, root=args.data, image_dir=args.image_dir, mask_dir=args.mask_dir,
                           split=args.split, ignore_index=args.ignore_index, split_seed=args.split_seed)
-    dataset = build_eval_dataset(section, num_classes=model.num_classes, in_chans=model.in_chans,
-                                 mean=pre.mean, std=pre.std, holdout=args.holdout)
-    loader = DataLoader(dataset, args.batch_size, collate_fn=lambda b: pad_collate(b, ignore_index=args.ignore_index))
-    with torch.inference_mode():
-        result = evaluate(model, loader, num_classes=model.num_classes, ignore_index=args.ignore_index,
-                          device=device, autocast=autocast(args.precision, device), tile=args.tile, tta=args.tta)
-    return result.metrics, len(dataset)
+    return evaluate_model(args.model, section, holdout=args.holdout, device=args.device, precision=args.precision,
+                          tile=args.tile, tta=args.tta, batch_size=args.batch_size)

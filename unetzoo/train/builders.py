@@ -24,6 +24,7 @@ __all__ = [
     "autocast",
     "build_datasets",
     "build_eval_dataset",
+    "build_validation_dataset",
     "build_loaders",
     "build_model",
     "build_optimizer",
@@ -160,6 +161,21 @@ def build_eval_dataset(
     else:
         dataset = split_dataset(base, holdout, cfg.split_seed, val_transform=transform)[1]
     return validate_dataset(dataset, num_classes, ignore_index=cfg.ignore_index, skip_bad=cfg.skip_bad).dataset
+
+
+def build_validation_dataset(
+    cfg: DataSection, *, num_classes: int, in_chans: int, mean: Sequence[float], std: Sequence[float]
+) -> Dataset:
+    """The images a run with this data section validates on, for scoring a saved model again:
+    ``val_root`` / ``val_split`` where given, else the held-out ``val_fraction`` of the training
+    data (the same split :func:`build_datasets` makes). The training split is not read."""
+    import dataclasses
+
+    if (cfg.val_root if cfg.kind == "folder" else cfg.val_split) is None:
+        return build_eval_dataset(cfg, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std,
+                                  holdout=cfg.val_fraction)
+    val = dataclasses.replace(cfg, root=cfg.val_root or cfg.root, split=cfg.val_split)
+    return build_eval_dataset(val, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std)
 
 
 def _reader(cfg: DataSection, root: str, split: str | None, in_chans: int):

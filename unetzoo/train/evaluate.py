@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["EvalResult", "as_logits", "center_crop_like", "evaluate", "image_fg_iou", "labels_of"]
+if TYPE_CHECKING:
+    import os
+
+    from unetzoo.train.config import DataSection
+
+__all__ = ["EvalResult", "as_logits", "center_crop_like", "evaluate", "evaluate_saved", "image_fg_iou", "labels_of"]
 
 
 @dataclass
@@ -165,3 +170,46 @@ def evaluate(
         loss_sum, batches = all_reduce_sum([loss_sum, batches], device)
         loss = loss_sum / max(batches, 1)
     return EvalResult(metrics, loss=loss, samples=samples, pixels=int(cm.matrix.sum()))
+
+
+def evaluate_saved(
+    model: str | os.PathLike,
+    data: DataSection,
+    *,
+    holdout: float | None = None,
+    validation: bool = False,
+    device: str = "auto",
+    precision: str = "fp32",
+    tile: int | None = None,
+    tta: bool = False,
+    batch_size: int = 1,
+) -> tuple[dict[str, Any], int]:
+    """Load a saved model (folder or Hub id) and score it on ``data`` with its recorded
+    preprocessing; returns ``(metrics, number of images)``. ``unetzoo eval`` and the demo use it.
+
+    Args:
+        holdout: score only this held-out fraction, split as training splits it.
+        validation: score exactly the images a run with ``data`` validated on
+            (:func:`~unetzoo.train.builders.build_validation_dataset`); ``holdout`` is ignored.
+        precision: autocast precision (``fp32``: none).
+        Other arguments as in :func:`evaluate`.
+    """
+    import unetzoo
+    from unetzoo.data import pad_collate
+    from unetzoo.train.builders import autocast, build_eval_dataset, build_validation_dataset, check_precision
+    from unetzoo.train.distributed import resolve_device
+
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    net = unetzoo.from_pretrained(model).to(dev)
+    pre = unetzoo.transforms_for(net)
+    sizes = {"num_classes": net.num_classes, "in_chans": net.in_chans, "mean": pre.mean, "std": pre.std}
+    if validation:
+        dataset = build_validation_dataset(data, **sizes)
+    else:
+        dataset = build_eval_dataset(data, **sizes, holdout=holdout)
+    loader = DataLoader(dataset, batch_size, collate_fn=lambda b: pad_collate(b, ignore_index=data.ignore_index))
+    with torch.inference_mode():
+        result = evaluate(net, loader, num_classes=net.num_classes, ignore_index=data.ignore_index, device=dev,
+                          autocast=autocast(precision, dev), tile=tile, tta=tta)
+    return result.metrics, len(dataset)
