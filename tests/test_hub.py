@@ -189,7 +189,11 @@ def fake_hub(monkeypatch):
         calls["upload_folder"] = dict(files=files, **kwargs)
         return "commit-info"
 
+    def create_branch(self, repo_id, **kwargs):
+        calls.setdefault("create_branch", []).append(dict(repo_id=repo_id, **kwargs))
+
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_branch", create_branch)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr("unetzoo.hub.share.network_block_reason", lambda url: None)  # no Hub is reachable here
     for var in ("HF_HUB_OFFLINE", "UNETZOO_OFFLINE"):
@@ -211,6 +215,21 @@ def test_push_to_hub_uploads_exactly_the_saved_folder(saved, fake_hub, tmp_path)
         (tmp_path / name).write_bytes(data)
     assert torch.equal(_logits(from_pretrained(tmp_path), x), expected)
     assert 'unetzoo.from_pretrained("me/tiny")' in upload["files"]["README.md"].decode()
+
+
+def test_push_to_a_branch_creates_it_first(saved, fake_hub):
+    """The Hub refuses a commit to a missing branch, so a push to one creates it (exist_ok)."""
+    assert "create_branch" not in fake_hub
+    saved[0].push_to_hub("me/tiny", revision="experiment-1")
+    assert fake_hub["create_branch"] == [
+        dict(repo_id="me/tiny", branch="experiment-1", repo_type="model", exist_ok=True)
+    ]
+    assert fake_hub["upload_folder"]["revision"] == "experiment-1"
+    # the default branch, a PR ref, a commit hash or a new PR need no branch of their own
+    for kwargs in (dict(revision="main"), dict(revision="refs/pr/3"), dict(revision="a" * 40),
+                   dict(revision="dev", create_pr=True)):
+        saved[0].push_to_hub("me/tiny", **kwargs)
+    assert len(fake_hub["create_branch"]) == 1
 
 
 def test_pushing_a_plain_saved_folder_points_its_card_at_the_repo(fake_hub, tmp_path):

@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
     p.add_argument("--message", default="Upload unetzoo model", help="commit message")
-    p.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    p.add_argument("--revision", default=None, help="branch to push to, created if it is new (default: main)")
     p.set_defaults(func=run)
 
 

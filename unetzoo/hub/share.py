@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,8 +56,9 @@ def push_folder(
 ) -> Any:
     """Upload a folder written by :func:`save_pretrained` (checked first) to ``repo_id``.
 
-    Creates the repository if needed, then commits the whole folder. Returns the
-    ``huggingface_hub.CommitInfo``.
+    Creates the repository if needed, and the branch ``revision`` names if it is new (the Hub
+    refuses a commit to a branch that does not exist), then commits the whole folder. Returns
+    the ``huggingface_hub.CommitInfo``.
     """
     from huggingface_hub import HfApi
 
@@ -64,6 +66,8 @@ def push_folder(
     api = HfApi(endpoint=_require_network(f"push to {repo_id}"), token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     repo_id = getattr(url, "repo_id", None) or repo_id
+    if _is_new_branch_name(revision) and not create_pr:
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
     with _with_card_for(folder, repo_id) as upload:
         return api.upload_folder(
             repo_id=repo_id,
@@ -73,6 +77,14 @@ def push_folder(
             revision=revision,
             create_pr=create_pr,
         )
+
+
+def _is_new_branch_name(revision: str | None) -> bool:
+    """Whether a commit to ``revision`` may need its branch created first: not the default branch,
+    a PR ref (``refs/pr/N``) or a commit hash, which cannot be created as branches."""
+    if not revision or revision == "main" or revision.startswith("refs/"):
+        return False
+    return re.fullmatch(r"[0-9a-f]{40}", revision) is None
 
 
 @contextlib.contextmanager
