@@ -7,11 +7,16 @@ the whole curated registry is exported in the slow tests.
 
 from __future__ import annotations
 
+import re
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
 import unetzoo
 from unetzoo.export import (
+    TORCHSCRIPT_DEPRECATED,
     export_example,
     export_model,
     export_program,
@@ -29,6 +34,13 @@ SMALL = {"unet-classic": {"base_c": 8}, "unet-resnet18": {"decoder_channels": (3
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return unetzoo.create(name, num_classes=3, **SMALL.get(name, {})).eval()
+
+
+def _jit_load(path: Path) -> torch.jit.ScriptModule:
+    """Read a TorchScript file back without torch's deprecation warning (the test is of the file)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", FutureWarning)
+        return torch.jit.load(str(path))
 
 
 def _other_inputs(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -70,8 +82,13 @@ def test_exported_program_is_strict_dynamic_and_reloads(resnet18_program, tmp_pa
 
 def test_torchscript_pads_and_crops_any_size(tmp_path):
     model = _model("unet-resnet18")
-    path = export_model(model, tmp_path / "m.ts", format="torchscript")
-    loaded = torch.jit.load(str(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_model(model, tmp_path / "m.ts", format="torchscript")
+    # one warning of ours naming the replacements, none of torch's per-call ones
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == [TORCHSCRIPT_DEPRECATED]
+    assert "exported-program" in TORCHSCRIPT_DEPRECATED and "onnx" in TORCHSCRIPT_DEPRECATED
+    loaded = _jit_load(path)
     for x in _other_inputs(model):
         with torch.no_grad():
             out = loaded(x)
@@ -120,8 +137,10 @@ def test_cli_export_torchscript(tmp_path, capsys):
 
     out = tmp_path / "classic.ts"
     assert main(["export", "unet-classic", "-o", "base_c=8", "--format", "torchscript", "--out", str(out)]) == 0
-    assert "dynamic" in capsys.readouterr().out
-    loaded = torch.jit.load(str(out))
+    captured = capsys.readouterr()
+    assert "dynamic" in captured.out
+    assert captured.err.strip() == f"note: {TORCHSCRIPT_DEPRECATED}"
+    loaded = _jit_load(out)
     assert loaded(torch.randn(2, 3, 37, 41)).shape == (2, 2, 37, 41)
 
 
@@ -154,12 +173,14 @@ FEW = ["unet-vgg16", "unet-resnet50", "unet-efficientnet_lite0"]
 
 def _check_export(name: str, fmt: str, tmp_path) -> None:
     model = _model(name)
-    path = export_model(model, tmp_path / ("m" + SUFFIX[fmt]), format=fmt)
+    with warnings.catch_warnings():  # TorchScript's deprecation note has its own test above
+        warnings.filterwarnings("ignore", re.escape(TORCHSCRIPT_DEPRECATED), FutureWarning)
+        path = export_model(model, tmp_path / ("m" + SUFFIX[fmt]), format=fmt)
     inputs = _other_inputs(model)
     if fmt == "onnx":
         assert onnx_max_abs_diff(path, model, inputs) <= 1e-4
         return
-    loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+    loaded = _jit_load(path) if fmt == "torchscript" else torch.export.load(str(path)).module()
     for x in inputs:
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)

@@ -191,10 +191,22 @@ class _PadToStride(nn.Module):
         return out[:, :, :h, :w]
 
 
+TORCHSCRIPT_DEPRECATED = (
+    "PyTorch deprecates TorchScript (torch.jit.trace / script / load): the file works with this "
+    "torch, but for new deployments export format='exported-program' (torch.export.load) or "
+    "format='onnx' instead"
+)
+
+
 def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) -> torch.jit.ScriptModule:
-    """Trace the network on a stride-aligned input and script the padding around it."""
+    """Trace the network on a stride-aligned input and script the padding around it.
+
+    Warns once (``FutureWarning``) that PyTorch deprecates TorchScript, naming the formats to use
+    instead; torch's own per-call warnings from inside this function are not repeated.
+    """
     import warnings
 
+    warnings.warn(TORCHSCRIPT_DEPRECATED, FutureWarning, stacklevel=2)
     model = model.eval()
     x = export_example(model) if example is None else example
     m = getattr(model, "pad_multiple", None)
@@ -202,8 +214,9 @@ def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) ->
         x = x[..., : x.shape[-2] // m * m or m, : x.shape[-1] // m * m or m]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python-int shapes: harmless here
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)  # said above
         core = torch.jit.trace(model, x, check_trace=False)
-    return torch.jit.script(_PadToStride(core, m)) if m else core
+        return torch.jit.script(_PadToStride(core, m)) if m else core
 
 
 def save_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike, *, opset: int | None = None) -> Path:
@@ -248,7 +261,7 @@ def export_model(
     elif format == "exported-program":
         torch.export.save(export_program(model, example, dynamic=dynamic), str(path))
     else:
-        export_torchscript(model, example).save(str(path))
+        export_torchscript(model, example).save(str(path))  # warns: TorchScript is deprecated
     return path
 
 

@@ -34,18 +34,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import re
+    import warnings
     from pathlib import Path
 
     import torch
 
-    from unetzoo.export import export_example, export_model, load_model, onnx_max_abs_diff
+    from unetzoo.export import TORCHSCRIPT_DEPRECATED, export_example, export_model, load_model, onnx_max_abs_diff
 
     try:
         model = load_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes,
                            in_chans=args.in_chans, **dict(args.option))
         out = Path(args.out) if args.out else Path(Path(args.model).name + _SUFFIX[args.format])
-        path = export_model(model, out, format=args.format, dynamic=not args.static, opset=args.opset)
-        print(f"wrote {path} ({args.format}, {'static' if args.static else 'dynamic batch/height/width'})")
+        with warnings.catch_warnings():  # said once below as a note, not as a Python warning
+            warnings.filterwarnings("ignore", re.escape(TORCHSCRIPT_DEPRECATED), FutureWarning)
+            path = export_model(model, out, format=args.format, dynamic=not args.static, opset=args.opset)
+        print(f"wrote {path} ({args.format}, {'static' if args.static else 'dynamic batch/height/width'})", flush=True)
+        if args.format == "torchscript":
+            print(f"note: {TORCHSCRIPT_DEPRECATED}", file=sys.stderr)
         if args.check and args.format == "onnx":
             x = export_example(model)
             inputs = [x] if args.static else [x[:1], torch.randn(3, x.shape[1], x.shape[2] + 16, x.shape[3] + 32)]
