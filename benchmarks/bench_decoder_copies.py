@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
                 conv_a.bias.copy_(conv.bias)
                 ref, alt = interp_cat(x, skip, mode), prealloc(x, skip, mode)
                 assert torch.equal(ref, alt), "prealloc must give the same tensor"
-                up = lambda: F.interpolate(x, size=skip.shape[-2:], mode=mode,
-                                           **({"align_corners": True} if mode == "bilinear" else {}))
+                def up(x=x, skip=skip, mode=mode):
+                    return F.interpolate(x, size=skip.shape[-2:], mode=mode,
+                                         **({"align_corners": True} if mode == "bilinear" else {}))
+
                 copies = fastest_interleaved({"cat": lambda: interp_cat(x, skip, mode),
                                               "pre": lambda: prealloc(x, skip, mode)}, 40)
                 convs = fastest_interleaved({"cat": lambda: conv(interp_cat(x, skip, mode)),

@@ -126,6 +126,17 @@ def fast_path_table() -> None:
               f"{ms[False] / ms[True]:.2f}x |")
 
 
+def _big_tensor_timings() -> dict[str, float]:
+    """A fresh 32 MiB allocation against a copy into memory that already exists (freed on return)."""
+    big = torch.randn(1, 64, 512, 512, dtype=torch.bfloat16)  # 32 MiB: glibc's largest mmap threshold
+    into = torch.empty_like(big)
+    # a millisecond each: more calls, and the tuned heap takes a few calls to settle
+    return {
+        "clone of a 32 MiB tensor (allocates)": _ms(lambda: big.clone(), warmup=10, repeats=21),
+        "copy into an existing 32 MiB tensor": _ms(lambda: into.copy_(big), warmup=10, repeats=21),
+    }
+
+
 def allocator_child() -> None:
     """One column of table 4, in whatever allocator setting the environment asks for."""
     import unetzoo
@@ -133,13 +144,7 @@ def allocator_child() -> None:
     from unetzoo.fast import optimize_for_inference
 
     tuned = cpu_memory.auto_tune_cpu_allocator()
-    out: dict[str, float | bool] = {"tuned": tuned}
-    big = torch.randn(1, 64, 512, 512, dtype=torch.bfloat16)  # 32 MiB: glibc's largest mmap threshold
-    into = torch.empty_like(big)
-    # a millisecond each: more calls, and the tuned heap takes a few calls to settle
-    out["clone of a 32 MiB tensor (allocates)"] = _ms(lambda: big.clone(), warmup=10, repeats=21)
-    out["copy into an existing 32 MiB tensor"] = _ms(lambda: into.copy_(big), warmup=10, repeats=21)
-    del big, into
+    out: dict[str, float | bool] = {"tuned": tuned, **_big_tensor_timings()}
     x = torch.randn(1, 3, 512, 512)
     for name in ("unet-resnet50", "unet-vgg16"):
         torch.manual_seed(0)

@@ -7,9 +7,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import hub_server as _hub
+import pytest
 
 
 @pytest.fixture(scope="session")

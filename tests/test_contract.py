@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import unetzoo
-
 from unetzoo.registry import get_spec
 
 CURATED_UNETS = [n for n in unetzoo.list_models(curated_only=True) if get_spec(n).encoder is not None]

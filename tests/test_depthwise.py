@@ -9,12 +9,11 @@ import pytest
 import torch
 from timm.layers import Conv2dSame
 from torch import nn
+from train_utils import make_blobs, tiny_config
 
 import unetzoo
-from unetzoo.train import Trainer, TrainConfig
+from unetzoo.train import TrainConfig, Trainer
 from unetzoo.train.depthwise import float32_depthwise, is_depthwise, restore_depthwise
-
-from train_utils import make_blobs, tiny_config
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 

@@ -12,7 +12,7 @@ from torch import nn
 from train_utils import make_blobs, tiny_config
 
 import unetzoo
-from unetzoo.train import ConfigError, Trainer, TrainConfig, fit, load_config
+from unetzoo.train import ConfigError, TrainConfig, Trainer, fit, load_config
 from unetzoo.train.checkpoint import load_state
 from unetzoo.train.ema import WeightEMA
 from unetzoo.train.evaluate import evaluate

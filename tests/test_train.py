@@ -17,7 +17,7 @@ from train_utils import REPO, make_blobs, tiny_config
 import unetzoo
 from unetzoo.cli import main
 from unetzoo.data import DataError
-from unetzoo.train import ConfigError, Trainer, TrainConfig, fit, load_config
+from unetzoo.train import ConfigError, TrainConfig, Trainer, fit, load_config
 from unetzoo.train.checkpoint import STATE_NAME, atomic_save, load_state
 from unetzoo.train.config import ScheduleSection
 from unetzoo.train.schedule import build_scheduler

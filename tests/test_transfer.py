@@ -144,7 +144,7 @@ def test_frozen_params_stay_put_under_optimizer():
 def test_training_keeps_the_first_stages_frozen_after_the_frozen_epochs(tmp_path):
     from train_utils import make_blobs, tiny_config
 
-    from unetzoo.train import ConfigError, Trainer, TrainConfig
+    from unetzoo.train import ConfigError, TrainConfig, Trainer
 
     blobs = make_blobs(tmp_path / "blobs", n=8)
     trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path / "run", freeze_epochs=1, frozen_stages=2)))

@@ -66,14 +66,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
-    from unetzoo.decoders.original import original_output_size, valid_input_sizes
-    from unetzoo.factory import ModelInfo, create, model_info
-    from unetzoo.hub import from_pretrained
-    from unetzoo.data import SegmentationFolder
-    from unetzoo.inference import predict
-    from unetzoo.fast import optimize_for_inference
     from unetzoo.cpu_memory import tune_cpu_allocator
+    from unetzoo.data import SegmentationFolder
+    from unetzoo.decoders.original import original_output_size, valid_input_sizes
     from unetzoo.export import export_model
+    from unetzoo.factory import ModelInfo, create, model_info
+    from unetzoo.fast import optimize_for_inference
+    from unetzoo.hub import from_pretrained
+    from unetzoo.inference import predict
     from unetzoo.losses import build_loss
     from unetzoo.metrics import ConfusionMatrix
     from unetzoo.model import SegmentationModel, UnetZooModel
