@@ -190,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
     for item in failed:
         print(f"unetzoo predict: error: input {item} does not exist", file=sys.stderr)
     if not images:
-        print("unetzoo predict: error: no images found in " + ", ".join(args.inputs), file=sys.stderr)
+        found_none_in = [item for item in args.inputs if item not in failed]  # the missing ones are reported
+        if found_none_in:
+            print("unetzoo predict: error: no images found in " + ", ".join(found_none_in), file=sys.stderr)
         return 2
     try:
         model = load_model(args.model, args.checkpoint, args.revision)
