@@ -339,5 +339,5 @@ def test_cli_option_values_are_literals():
     assert _option("decoder_act=None") == ("decoder_act", None)
     assert _option("dropout=(0.1, 0.2)") == ("dropout", (0.1, 0.2))
     assert _option("upsample=nearest") == ("upsample", "nearest")
-    with pytest.raises(argparse.ArgumentTypeError):
-        _option("no-equals-sign")
+    with pytest.raises(argparse.ArgumentTypeError, match="got 'model.onnx'; here -o is --option.*not the output"):
+        _option("model.onnx")

@@ -14,7 +14,10 @@ def model_option(text: str) -> tuple[str, Any]:
     or, failing that, a string (``upsample=nearest``)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. base_c=8 or decoder_act=None), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (e.g. base_c=8 or decoder_act=None), got {text!r}; here -o is --option, a model"
+            " option, not the output (that is --out for export, the OUT_DIR argument for convert)"
+        )
     try:
         return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
