@@ -175,7 +175,6 @@ def test_load_model_dispatch(saved_model, monkeypatch):
 def test_predict_bad_model_or_no_images_exit_2(images, tmp_path, capsys):
     assert main(["predict", "unet-resnt50", str(images), "--out", str(tmp_path / "o")]) == 2
     assert "unet-resnet50" in capsys.readouterr().err  # the suggestion
-    capsys.readouterr()
     missing, empty = tmp_path / "missing", tmp_path / "empty"
     empty.mkdir()
     assert main(["predict", "unet-classic", str(missing), "--out", str(tmp_path / "o")]) == 2
