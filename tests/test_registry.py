@@ -20,6 +20,22 @@ def test_import_is_fast_and_lazy():
     assert out[1:] == ["False", "False", "False"], "import unetzoo must not import torch, timm or the hub client"
 
 
+def test_dir_lists_the_public_names_and_loaded_subpackages_only():
+    code = (
+        "import unetzoo; before = dir(unetzoo); import unetzoo.metrics; after = dir(unetzoo); "
+        "print(' '.join(before)); print(' '.join(after))"
+    )
+    before, after = (
+        line.split()
+        for line in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.splitlines()
+    )
+    assert before == sorted(unetzoo.__all__)
+    assert after == sorted([*unetzoo.__all__, "metrics"])
+    for helper in ("importlib", "types", "TYPE_CHECKING", "Any", "annotations"):
+        assert helper not in after
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [

@@ -12,6 +12,7 @@ names below are resolved on first use (PEP 562), so ``import unetzoo`` stays fas
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -62,7 +63,13 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    # The public names and the subpackages imported so far; not this file's own helpers
+    # (importlib, types, TYPE_CHECKING, ...), which would clutter tab completion.
+    submodules = {
+        name for name, value in globals().items()
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}"
+    }
+    return sorted({*__all__, *submodules})
 
 
 if TYPE_CHECKING:  # pragma: no cover - for static type checkers and IDEs only
