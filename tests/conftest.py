@@ -24,6 +24,16 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_hub.HubSer
         server.stop()  # by PID: terminate, then kill
 
 
+@pytest.fixture(scope="session")
+def hub_writer(hub_server: _hub.HubServer) -> Iterator[_hub.HubWriter]:
+    """The Hub's write API on 127.0.0.1, committing into the repositories ``hub_server`` serves."""
+    writer = _hub.HubWriter(hub_server.mirrors)
+    try:
+        yield writer
+    finally:
+        writer.stop()
+
+
 @pytest.fixture
 def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty torch hub and Hugging Face caches, no UNETZOO_WEIGHTS_DIR, no offline switches."""

@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 from huggingface_hub import HfApi, ModelCard
-from safetensors.torch import save_file
+from safetensors.torch import load, save_file
 
 import unetzoo
 from unetzoo.cli import main as cli
@@ -388,3 +388,92 @@ def test_cli_pull_errors(hub_env, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert cli(["pull", "org/absent", str(tmp_path / "x")]) == 1
     assert "HF_HUB_OFFLINE=1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ publishing through the real client
+@pytest.fixture
+def writer_env(hub_env, hub_writer, monkeypatch):
+    """huggingface_hub pointed at the write server; ``hub_env`` (olah) serves what it commits."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_writer.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return hub_writer
+
+
+def _serve_from(monkeypatch, server) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+
+
+def test_push_through_the_real_client_then_pull_it_back(saved, writer_env, hub_env, tmp_path, monkeypatch):
+    model, folder, x, expected = saved
+    info = model.push_to_hub("pushed/tiny", token=writer_env.token, private=True, commit_message="first")
+    assert info.oid == writer_env.ref_sha("pushed/tiny", "main") and writer_env.private["pushed/tiny"] is True
+    files = writer_env.files("pushed/tiny")
+    assert set(files) == FILES | {".gitattributes"}  # the repository's initial commit, then ours
+    pushed, local = load(files["model.safetensors"]), load((folder / "model.safetensors").read_bytes())
+    assert pushed.keys() == local.keys() and all(torch.equal(pushed[k], local[k]) for k in local)
+    assert 'unetzoo.from_pretrained("pushed/tiny")' in files["README.md"].decode()
+    assert writer_env.git("pushed/tiny", "log", "-1", "--format=%s", "main") == "first"
+
+    _serve_from(monkeypatch, hub_env)
+    assert torch.equal(_logits(from_pretrained("pushed/tiny", cache_dir=tmp_path / "cache"), x), expected)
+
+    # a second push to the existing repository (create_repo's 409 is fine) commits on top of the first
+    _serve_from(monkeypatch, writer_env)
+    again = unetzoo.hub.push_folder(folder, "pushed/tiny", token=writer_env.token, commit_message="second")
+    assert writer_env.git("pushed/tiny", "rev-parse", f"{again.oid}^") == info.oid
+
+
+def test_push_to_a_new_branch_through_the_real_client(saved, writer_env, hub_env, tmp_path, monkeypatch):
+    model, folder, x, expected = saved
+    # the server refuses a commit to a branch that does not exist, as the Hub does ...
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    api = HfApi(endpoint=writer_env.url, token=writer_env.token)
+    api.create_repo("pushed/branchy")
+    with pytest.raises(RevisionNotFoundError):
+        api.upload_folder(repo_id="pushed/branchy", folder_path=folder, revision="experiment-1")
+    # ... so the push creates the branch first; main keeps only the repository's initial commit
+    info = model.push_to_hub("pushed/branchy", token=writer_env.token, revision="experiment-1")
+    assert info.oid == writer_env.ref_sha("pushed/branchy", "experiment-1")
+    assert set(writer_env.files("pushed/branchy", "experiment-1")) == FILES | {".gitattributes"}
+    assert set(writer_env.files("pushed/branchy", "main")) == {".gitattributes"}
+    # pushing to the branch again needs no new branch (create_branch's 409 is fine)
+    unetzoo.hub.push_folder(folder, "pushed/branchy", token=writer_env.token, revision="experiment-1")
+
+    _serve_from(monkeypatch, hub_env)
+    loaded = from_pretrained("pushed/branchy", revision="experiment-1", cache_dir=tmp_path / "cache")
+    assert torch.equal(_logits(loaded, x), expected)
+
+
+def test_push_as_a_pull_request_through_the_real_client(saved, writer_env):
+    _, folder, _, _ = saved
+    before = unetzoo.hub.push_folder(folder, "pushed/reviewed", token=writer_env.token)
+    changed = _copy(folder, writer_env.mirrors.parent / "changed-for-pr")
+    _edit_config(changed, preprocessing={"mean": [0.3, 0.3], "std": [0.2, 0.2], "input_size": None})
+    info = unetzoo.hub.push_folder(changed, "pushed/reviewed", token=writer_env.token, create_pr=True)
+    assert info.pr_url.endswith("/pushed/reviewed/discussions/1")
+    assert writer_env.ref_sha("pushed/reviewed", "main") == before.oid  # main is untouched
+    assert writer_env.ref_sha("pushed/reviewed", "refs/pr/1") == info.oid
+    proposed = json.loads(writer_env.files("pushed/reviewed", "refs/pr/1")["config.json"])
+    assert proposed["preprocessing"]["mean"] == [0.3, 0.3]
+
+
+def test_a_refused_token_says_how_to_give_one(saved, writer_env, capsys):
+    _, folder, _, _ = saved
+    with pytest.raises(PermissionError, match=r"refused to let the token used write to pushed/x \(HTTP 401\)"):
+        unetzoo.hub.push_folder(folder, "pushed/x", token="hf_wrong")
+    assert cli(["push", str(folder), "pushed/x"]) == 1
+    err = capsys.readouterr().err
+    assert "refused to let no token (none was passed and none is stored) write to pushed/x" in err
+    assert "--token" in err and "HF_TOKEN" in err
+    assert not (writer_env.mirrors / "models" / "pushed" / "x").exists()
+
+
+def test_cli_push_through_the_real_client(saved, writer_env, capsys):
+    _, folder, _, _ = saved
+    assert cli(["push", str(folder), "pushed/cli", "--token", writer_env.token, "--revision", "v1",
+                "--message", "from the CLI"]) == 0
+    sha = writer_env.ref_sha("pushed/cli", "v1")
+    assert f"pushed {folder} to pushed/cli: {writer_env.url}/pushed/cli/commit/{sha}" in capsys.readouterr().out
+    assert writer_env.git("pushed/cli", "log", "-1", "--format=%s", "v1") == "from the CLI"

@@ -58,25 +58,48 @@ def push_folder(
 
     Creates the repository if needed, and the branch ``revision`` names if it is new (the Hub
     refuses a commit to a branch that does not exist), then commits the whole folder. Returns
-    the ``huggingface_hub.CommitInfo``.
+    the ``huggingface_hub.CommitInfo``. Raises ``PermissionError`` (saying how to pass a token)
+    when the Hub refuses the token, and ``ConnectionError`` when offline.
     """
     from huggingface_hub import HfApi
 
     folder = check_folder(Path(folder).expanduser())
-    api = HfApi(endpoint=_require_network(f"push to {repo_id}"), token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    repo_id = getattr(url, "repo_id", None) or repo_id
-    if _is_new_branch_name(revision) and not create_pr:
-        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-    with _with_card_for(folder, repo_id) as upload:
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=upload,
-            repo_type="model",
-            commit_message=commit_message,
-            revision=revision,
-            create_pr=create_pr,
-        )
+    endpoint = _require_network(f"push to {repo_id}")
+    api = HfApi(endpoint=endpoint, token=token)
+    with _explain_refusal(endpoint, repo_id, token):
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_id = getattr(url, "repo_id", None) or repo_id
+        if _is_new_branch_name(revision) and not create_pr:
+            api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+        with _with_card_for(folder, repo_id) as upload:
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=upload,
+                repo_type="model",
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+
+@contextlib.contextmanager
+def _explain_refusal(endpoint: str, repo_id: str, token: str | bool | None) -> Iterator[None]:
+    """Turn the Hub's 401/403 into a PermissionError that says how to give it a token that may write."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        if status not in (401, 403):
+            raise
+        given = token if isinstance(token, str) else (get_token() if token is not False else None)
+        which = "the token used" if given else "no token (none was passed and none is stored)"
+        raise PermissionError(
+            f"{endpoint} refused to let {which} write to {repo_id} (HTTP {status}). Pass a token with write "
+            "access: token=... (unetzoo push --token), the HF_TOKEN environment variable, or `hf auth login`."
+        ) from err
 
 
 def _is_new_branch_name(revision: str | None) -> bool:
