@@ -226,6 +226,25 @@ def test_residual_blocks_are_fused_only_when_their_forward_is_conv_relu_add_relu
         assert relative_error(out, ref) <= FOLD_RTOL
 
 
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_a_fold_that_fails_its_check_leaves_the_model_exactly_as_it_was(conv_bias):
+    torch.manual_seed(0)
+    model = _randomize_norms(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=conv_bias), nn.BatchNorm2d(4),
+                                           nn.ReLU(), nn.Conv2d(4, 2, 1)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    with pytest.raises(RuntimeError, match="left unfolded"):
+        fold_batchnorm(model, x, reference=ref * 1.5)  # far from what the folded model gives
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert isinstance(model[1], nn.BatchNorm2d) and (model[0].bias is None) is (not conv_bias)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+    assert fold_batchnorm(model, x, reference=ref) == 1  # and it still folds when the check passes
+
+
 @needs_mkldnn
 def test_mkldnn_fusion_is_checked_against_the_given_reference_and_undone_on_a_mismatch():
     from unetzoo.fast_mkldnn import fuse_mkldnn

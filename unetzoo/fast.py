@@ -248,7 +248,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, che
     saved = []
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        saved.append((conv_name, bn_name, bn, conv.weight.detach().clone(), conv.bias))
+        bias = None if conv.bias is None else conv.bias.detach().clone()  # _fold_pair writes into conv.bias
+        saved.append((conv_name, bn_name, bn, conv.weight.detach().clone(), bias))
         _fold_pair(conv, bn)
         _set_submodule(model, bn_name, _replacement(bn))
     if check:
@@ -259,7 +260,10 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, che
                 conv = model.get_submodule(conv_name)
                 with torch.no_grad():
                     conv.weight.copy_(weight)
-                conv.bias = bias
+                    if bias is None:
+                        conv.bias = None  # the fold added one
+                    else:
+                        conv.bias.copy_(bias)
                 _set_submodule(model, bn_name, bn)
             raise RuntimeError(
                 f"folding {len(pairs)} batch norms into convolutions changed {type(model).__name__}'s output by "
