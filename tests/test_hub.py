@@ -108,6 +108,15 @@ def test_reloaded_model_uses_the_recorded_preprocessing(saved, tmp_path):
     assert transforms_for(unetzoo.from_pretrained(folder)) == Preprocessing((0.1, 0.2), (0.3, 0.4))
 
 
+def test_an_optimized_model_is_not_saved(tmp_path):
+    """Its batch norms are folded away, so its tensors would not load into the config's model."""
+    model = unetzoo.optimize_for_inference(_tiny_model(), dtype=torch.float32, mkldnn=False, tune_allocator=False)
+    assert model.inference_options["folded_bn"] > 0
+    with pytest.raises(ValueError, match=r"optimized for inference \(\d+ batch norms folded.*save the model before"):
+        save_pretrained(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_new_num_classes_keeps_all_but_the_head(saved):
     model, folder, _, _ = saved
     with pytest.warns(UserWarning, match=r"re-initialised \['head.weight', 'head.bias'\]|re-initialised \['head.bias'"):

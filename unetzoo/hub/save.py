@@ -27,6 +27,12 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
 
     if getattr(model, "config", None) is None:
         raise ValueError(f"{type(model).__name__} has no .config; build models with unetzoo.create() to save them")
+    if getattr(model, "inference_options", None) is not None:
+        raise ValueError(
+            f"this {model.config.name} was optimized for inference ({_optimized(model.inference_options)}), so its "
+            "tensors no longer fit its config: save the model before calling optimize_for_inference, and optimize "
+            "the copy you load"
+        )
     weights = getattr(model, "weights_spec", None)
     started = getattr(model, "pretrained_from", None)  # set by from_pretrained
     if weights is not None:
@@ -41,6 +47,11 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         "pretrained_from": started,
         "preprocessing": transforms_for(model).to_dict(),
     }
+
+
+def _optimized(options: dict[str, Any]) -> str:
+    return (f"{options.get('folded_bn', 0)} batch norms folded into convolutions, "
+            f"{options.get('mkldnn_convs', 0)} convolutions fused, {options.get('dtype')}")
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
