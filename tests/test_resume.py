@@ -131,3 +131,34 @@ def test_resume_with_another_monitor_starts_its_best_afresh(tmp_path: Path, caps
     assert last.get("best") is True and resumed.best_epoch == 3
     assert [r["epoch"] for r in resumed.history if r.get("best")] == [3]
     assert load_state(resumed.state_path)["best"] == pytest.approx(last["fg_iou"])
+
+
+def _draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    from unetzoo.train.checkpoint import get_rng_state, set_rng_state
+
+    torch.save(get_rng_state(), tmp_path / "rng.pt")
+    expected = _draws()
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert _draws() == expected
+
+
+def test_cuda_rng_states_are_restored_for_the_gpus_this_process_sees(monkeypatch):
+    """Saved on 2 GPUs, resumed where 1 is visible: device 0 gets its state, and no IndexError."""
+    from unetzoo.train.checkpoint import get_rng_state, set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("sets every saved device"))
+    state = {**get_rng_state(), "cuda": [torch.full((4,), 1, dtype=torch.uint8), torch.full((4,), 2, dtype=torch.uint8)]}
+    set_rng_state(state)
+    assert len(restored) == 1 and torch.equal(restored[0][0], state["cuda"][0]) and restored[0][1] == 0

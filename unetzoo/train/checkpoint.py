@@ -94,7 +94,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU the saving process saw; a resume may see fewer (CUDA_VISIBLE_DEVICES, another machine)
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 # ---------------------------------------------------------------------------- training state
