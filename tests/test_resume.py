@@ -162,3 +162,74 @@ def test_cuda_rng_states_are_restored_for_the_gpus_this_process_sees(monkeypatch
     state = {**get_rng_state(), "cuda": [torch.full((4,), 1, dtype=torch.uint8), torch.full((4,), 2, dtype=torch.uint8)]}
     set_rng_state(state)
     assert len(restored) == 1 and torch.equal(restored[0][0], state["cuda"][0]) and restored[0][1] == 0
+
+
+# ------------------------------------------------------------------ best/ across a kill
+def _always_improving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation beats the last (the monitored metric is the epoch number), so every epoch stages a best."""
+    from unetzoo.train import engine
+
+    validate, calls = engine.Trainer.validate, []
+
+    def improving(self):
+        calls.append(1)
+        return {**validate(self), "fg_iou": float(len(calls))}
+
+    monkeypatch.setattr(engine.Trainer, "validate", improving)
+
+
+def _die_on_call(monkeypatch: pytest.MonkeyPatch, name: str, n: int) -> None:
+    """The n-th call of ``checkpoint.<name>`` raises, as if the process were killed there."""
+    from unetzoo.train import checkpoint
+
+    real, calls = getattr(checkpoint, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt(f"killed in {name}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, name, dying)
+
+
+def _weights(folder: Path) -> bytes:
+    return (folder / "model.safetensors").read_bytes()
+
+
+def test_a_best_model_staged_but_not_committed_is_discarded_on_resume(tmp_path, monkeypatch, capsys):
+    from unetzoo.train import TrainConfig, Trainer
+
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=2)
+    _always_improving(monkeypatch)
+    _die_on_call(monkeypatch, "atomic_save", 2)  # epoch 2's best is staged, its state never written
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg)
+    run = tmp_path / "run"
+    epoch1 = _weights(run / "best")
+    assert (run / ".best.staged" / "staged_epoch.txt").read_text() == "2\n"
+    assert _weights(run / ".best.staged") != epoch1
+    monkeypatch.undo()
+    Trainer(TrainConfig.from_dict({**cfg, "resume": True})).close()
+    assert "discarded a best model staged after epoch 2" in capsys.readouterr().out
+    assert not (run / ".best.staged").exists() and _weights(run / "best") == epoch1
+
+
+def test_a_best_model_committed_but_not_yet_moved_is_promoted_on_resume(tmp_path, monkeypatch, capsys):
+    from unetzoo.train import TrainConfig, Trainer
+
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=2)
+    _always_improving(monkeypatch)
+    _die_on_call(monkeypatch, "promote_best", 2)  # epoch 2's state is committed, best/ still epoch 1's
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg)
+    run = tmp_path / "run"
+    staged, epoch1 = _weights(run / ".best.staged"), _weights(run / "best")
+    assert staged != epoch1 and load_state(run / STATE_NAME)["epoch"] == 1  # 0-based: epoch 2 committed
+    monkeypatch.undo()
+    Trainer(TrainConfig.from_dict({**cfg, "resume": True})).close()
+    assert "promoted the best model of epoch 2" in capsys.readouterr().out
+    assert not (run / ".best.staged").exists() and _weights(run / "best") == staged
+    assert sorted(p.name for p in (run / "best").iterdir()) == ["README.md", "config.json", "model.safetensors"]

@@ -6,6 +6,11 @@ and grad-scaler states, the epoch, the RNG states of torch, numpy and Python, th
 and the metric history. The state file is written last and is the commit point of an epoch:
 ``--resume`` restarts from the epoch after the one it records.
 
+A new best model is staged (``.best.staged/``, with the epoch it is from) before the commit
+point and moved into ``best/`` after it, so that ``best/`` always holds the model the committed
+state calls best: a run killed in between has the staged model promoted on ``--resume`` if the
+state committed its epoch, and discarded if not (:func:`finish_best`).
+
 Everything in the state file is a tensor, number, string, list or dict, so it loads with
 ``torch.load(weights_only=True)``: resuming never unpickles arbitrary objects.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,15 +32,19 @@ from unetzoo._atomic import atomic_path, replace_dir
 __all__ = [
     "STATE_NAME",
     "atomic_save",
+    "finish_best",
+    "promote_best",
     "get_rng_state",
     "load_state",
     "save_model_dir",
     "seed_everything",
     "set_rng_state",
+    "stage_best",
 ]
 
 STATE_NAME = "train_state.pt"
 STATE_VERSION = 1
+BEST_NAME, STAGED_NAME, STAGED_EPOCH = "best", ".best.staged", "staged_epoch.txt"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -57,6 +67,57 @@ def save_model_dir(model: torch.nn.Module, folder: str | os.PathLike, **card: An
     :func:`unetzoo.hub.save_pretrained` (e.g. ``metrics=``).
     """
     return replace_dir(folder, lambda tmp: model.save_pretrained(tmp, **card))
+
+
+# ---------------------------------------------------------------------------- best/, in two phases
+def stage_best(model: torch.nn.Module, run_dir: str | os.PathLike, epoch: int, **card: Any) -> Path:
+    """Save ``model`` (the best so far, after ``epoch``, counted from 1) to ``run_dir/.best.staged``."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, **card)
+        (tmp / STAGED_EPOCH).write_text(f"{epoch}\n")  # inside the folder, so both appear in one rename
+
+    return replace_dir(Path(run_dir) / STAGED_NAME, write)
+
+
+def promote_best(run_dir: str | os.PathLike) -> Path:
+    """Swap the staged model in as ``run_dir/best`` (once the state that names it is committed).
+
+    The staged folder is linked (or copied) into the new ``best/`` and removed only afterwards, so
+    a crash at any point leaves it to be promoted again.
+    """
+    run_dir = Path(run_dir)
+    staged = run_dir / STAGED_NAME
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        for f in staged.iterdir():
+            if f.name != STAGED_EPOCH:
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+
+    best = replace_dir(run_dir / BEST_NAME, write)
+    shutil.rmtree(staged)
+    return best
+
+
+def finish_best(run_dir: str | os.PathLike, best_epoch: int) -> str | None:
+    """On resume: promote a staged best model the committed state names (its ``best_epoch``), or
+    discard one from an epoch it never committed. Returns what was done, or ``None``."""
+    staged = Path(run_dir) / STAGED_NAME
+    if not staged.exists():
+        return None
+    try:
+        epoch = int((staged / STAGED_EPOCH).read_text())
+    except (OSError, ValueError):
+        epoch = None
+    if epoch is not None and epoch == best_epoch:
+        promote_best(run_dir)
+        return f"promoted the best model of epoch {epoch}, staged before the run stopped, to best/"
+    shutil.rmtree(staged)
+    return f"discarded a best model staged after epoch {epoch}, which the run did not commit"
 
 
 # ---------------------------------------------------------------------------- RNG states

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -110,8 +111,10 @@ class Trainer:
         self.last_eval: EvalResult | None = None
         if cfg.resume:
             self._restore()
-        elif self.dist.is_main and (self.out / checkpoint.STATE_NAME).exists():
-            self.log(f"note: {self.out} holds an earlier run; starting afresh over it (use --resume to continue it)")
+        elif self.dist.is_main:
+            if (self.out / checkpoint.STATE_NAME).exists():
+                self.log(f"note: {self.out} holds an earlier run; starting afresh over it (use --resume to continue it)")
+            shutil.rmtree(self.out / checkpoint.STAGED_NAME, ignore_errors=True)  # an earlier run's, never committed
 
     # ------------------------------------------------------------------ set-up
     def _build_model(self) -> torch.nn.Module:
@@ -166,6 +169,9 @@ class Trainer:
             for r in self.history:
                 r.pop("best", None)
         if self.dist.is_main:
+            done = checkpoint.finish_best(self.out, self.best_epoch)
+            if done:
+                self.log(f"note: {done}")
             checkpoint.set_rng_state(state["rng"])
         else:  # only rank 0's RNG is saved; other ranks continue from a fresh, epoch-dependent seed
             checkpoint.seed_everything(self.cfg.seed + self.dist.rank + 1000 * self.start_epoch)
@@ -343,14 +349,16 @@ class Trainer:
         if (epoch + 1) % cfg.plot_every == 0 or epoch + 1 == cfg.epochs:
             self._plot(epoch)
         metrics = {k: round(v, 4) for k, v in record.items() if k in ("miou", "fg_iou", "dice", "pixel_accuracy")}
-        if improved:
-            checkpoint.save_model_dir(self.eval_model, self.out / "best", metrics=metrics)
+        if improved:  # staged, and moved into best/ once the state that calls it best is committed
+            checkpoint.stage_best(self.eval_model, self.out, epoch + 1, metrics=metrics)
         checkpoint.save_model_dir(self.eval_model, self.out / "last", metrics=metrics)
         state = checkpoint.state_dict(
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
             epoch=epoch, best=self.best, history=self.history, config=cfg.to_dict(), ema=self.ema,
         )
         checkpoint.atomic_save(state, self.out / checkpoint.STATE_NAME)  # the commit point of the epoch
+        if improved:
+            checkpoint.promote_best(self.out)
 
     def _plot(self, epoch: int) -> None:
         cfg = self.cfg
