@@ -212,6 +212,19 @@ def test_info_prints_encoder_weights_and_options(capsys):
     assert "unet-resnet50" in capsys.readouterr().err
 
 
+def test_info_takes_the_weights_tags_create_takes(capsys):
+    """timm's tags for a curated model's encoder (what unetzoo.create accepts), selected and described."""
+    from unetzoo.registry import get_spec
+    from unetzoo.weights.loader import resolve_weights
+
+    assert "tv_in1k" not in get_spec("unet-resnet18").tags  # not registered: from timm
+    assert main(["info", "unet-resnet18.tv_in1k"]) == 0
+    out = capsys.readouterr().out
+    selected = [line for line in out.splitlines() if "(selected)" in line]
+    assert len(selected) == 1 and "tv_in1k" in selected[0]
+    assert resolve_weights(get_spec("unet-resnet18"), "tv_in1k").location in out
+
+
 def test_same_file_names_in_two_inputs_get_separate_outputs(saved_model, tmp_path):
     a = _write_rgb(tmp_path / "a" / "x.png", 24, 32, 3)
     b = _write_rgb(tmp_path / "b" / "x.png", 24, 32, 4)

@@ -38,6 +38,7 @@ def format_info(name: str) -> str:
     """The text ``unetzoo info NAME`` prints."""
     from unetzoo.factory import model_info
     from unetzoo.registry import parse_name
+    from unetzoo.weights.loader import resolve_weights
 
     info = model_info(name)
     spec = info.spec
@@ -61,7 +62,7 @@ def format_info(name: str) -> str:
         marker = " (default)" if w.tag == spec.default_tag else ""
         lines += _weights_lines(w, marker + (" (selected)" if w.tag == tag else ""))
     if tag is not None and tag not in shown:
-        lines += _weights_lines(spec.weights_for(tag), " (selected)")
+        lines += _weights_lines(resolve_weights(spec, tag), " (selected)")  # timm's tags too, as create takes
     elif not spec.weights:
         hint = f"; list timm's with: unetzoo list {info.name} --pretrained" if info.encoder_source == "timm" else ""
         lines.append(f"  none registered{hint}")
