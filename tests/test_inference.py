@@ -236,6 +236,14 @@ def test_uint8_images_are_scaled_and_normalised_like_transforms_for(padded_net):
     np.testing.assert_allclose(unetzoo.predict(padded_net, rgb, tile=64), expected, rtol=0, atol=1e-5)
 
 
+def test_big_endian_images_predict_as_their_native_order_copy(padded_net):
+    """FITS and some TIFF readers give big-endian arrays ('>u2'), which torch.from_numpy refuses."""
+    native = np.random.RandomState(5).randint(0, 65536, (40, 50, 3)).astype("<u2")
+    big = native.astype(">u2")
+    assert not big.dtype.isnative and np.array_equal(big, native)
+    np.testing.assert_array_equal(unetzoo.predict(padded_net, big, tile=32), unetzoo.predict(padded_net, native, tile=32))
+
+
 def test_outputs_shapes_types_and_batches(padded_net):
     x = torch.from_numpy(_smooth_image(40, 50)).permute(2, 0, 1)
     probs = unetzoo.predict(padded_net, x, tile=32, overlap=8, output="probs")

@@ -101,6 +101,8 @@ class ImageSource:
         if self.channels_last:
             a = _index(_index(self.data, rows, 0), cols, 1)
             a = np.ascontiguousarray(a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0))
+            if not a.dtype.isnative:  # e.g. big-endian '>u2' from FITS files: torch takes native order only
+                return torch.from_numpy(a.astype(a.dtype.newbyteorder("=")))
             return torch.from_numpy(a if a.flags.writeable else a.copy())  # e.g. a view of a PIL buffer
         t = _index(_index(self.data, rows, 1), cols, 2)
         return t.contiguous()
