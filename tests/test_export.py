@@ -138,7 +138,7 @@ def test_cli_export_torchscript(tmp_path, capsys):
     out = tmp_path / "classic.ts"
     assert main(["export", "unet-classic", "-o", "base_c=8", "--format", "torchscript", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "dynamic" in captured.out
+    assert captured.out.strip() == f"wrote {out} (torchscript)"  # a trace has no static/dynamic setting
     assert captured.err.strip() == f"note: {TORCHSCRIPT_DEPRECATED}"
     loaded = _jit_load(out)
     assert loaded(torch.randn(2, 3, 37, 41)).shape == (2, 2, 37, 41)
@@ -151,8 +151,9 @@ def test_cli_export_torchscript(tmp_path, capsys):
         (["unet-classic", "-o", "no_such_option=1"], "no_such_option"),
         (["unet-classic", "--checkpoint", "{tmp}/missing.pth"], "missing.pth"),
         (["{tmp}/weights.png"], "weights.png"),
+        (["unet-classic", "-o", "base_c=8", "--static"], "applies to onnx and exported-program"),
     ],
-    ids=["unknown-model", "unknown-option", "missing-checkpoint", "not-a-model"],
+    ids=["unknown-model", "unknown-option", "missing-checkpoint", "not-a-model", "static-torchscript"],
 )
 def test_cli_export_errors_are_one_line_not_a_traceback(tmp_path, capsys, args, needle):
     from unetzoo.cli import main

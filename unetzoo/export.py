@@ -246,11 +246,15 @@ def export_model(
 
     Args:
         example: tracing input (default :func:`export_example`).
-        dynamic: keep batch, height and width symbolic (ONNX / exported program).
+        dynamic: keep batch, height and width symbolic (ONNX / exported program); ``False`` is an
+            error for TorchScript, which has no such setting.
         opset: ONNX opset (default: the exporter's).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format == "torchscript" and not dynamic:
+        raise ValueError("a fixed input size (dynamic=False, --static) applies to onnx and exported-program; a "
+                         "TorchScript trace has no such setting: export to one of those formats for a static file")
     path = Path(path)
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"{path}: torch.export.load only reads .pt2 archives; name the file {path.with_suffix('.pt2')}")

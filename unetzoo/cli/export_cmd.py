@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--in-chans", type=int, default=None)
     p.add_argument("-o", "--option", type=model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture option for a registry name (repeatable), e.g. base_c=8")
-    p.add_argument("--static", action="store_true", help="fix batch/height/width to the example input's")
+    p.add_argument("--static", action="store_true", help="onnx / exported-program: fix batch/height/width to the example input's")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--check", action="store_true",
                    help="ONNX: compare onnxruntime with PyTorch on two input shapes and print the max abs difference")
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():  # said once below as a note, not as a Python warning
             warnings.filterwarnings("ignore", re.escape(TORCHSCRIPT_DEPRECATED), FutureWarning)
             path = export_model(model, out, format=args.format, dynamic=not args.static, opset=args.opset)
-        print(f"wrote {path} ({args.format}, {'static' if args.static else 'dynamic batch/height/width'})", flush=True)
+        shapes = "static" if args.static else "dynamic batch/height/width"
+        print(f"wrote {path} ({args.format}" + (")" if args.format == "torchscript" else f", {shapes})"), flush=True)
         if args.format == "torchscript":
             print(f"note: {TORCHSCRIPT_DEPRECATED}", file=sys.stderr)
         if args.check and args.format == "onnx":
