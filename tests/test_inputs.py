@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import unetzoo
 from unetzoo.encoders.base import adapt_input_conv, load_native_state_dict
@@ -121,6 +122,25 @@ def test_fixed_size_backbones_name_the_given_size_and_optimize():
         want = model(x)
         got = optimize_for_inference(model, dtype=torch.float32)(x)
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_fixed_size_backbones_predict_any_image_size_in_tiles_of_their_size():
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-vit_tiny_patch16_224", num_classes=2, decoder_channels=(16, 16, 16)).eval()
+    small = np.random.RandomState(1).randint(0, 256, (100, 150, 3)).astype(np.uint8)
+    # an image smaller than the one size: a single window, zero-padded up to 224x224 after normalisation
+    pre = unetzoo.transforms_for(model)
+    x = torch.from_numpy(((small / 255.0 - np.array(pre.mean)) / np.array(pre.std)).astype(np.float32))
+    padded = F.pad(x.permute(2, 0, 1), (0, 224 - 150, 0, 224 - 100))[None]
+    with torch.no_grad():
+        want = torch.softmax(model(padded), 1)[0, :, :100, :150].numpy()
+    np.testing.assert_allclose(unetzoo.predict(model, small, output="probs"), want, rtol=0, atol=1e-5)
+    # larger and mixed sizes: blended 224x224 tiles
+    assert unetzoo.predict(model, np.zeros((300, 120, 3), np.uint8)).shape == (2, 300, 120)
+    with pytest.raises(ValueError, match="only accepts 224x224 inputs, so its tiles must be that size; use tile=224"):
+        unetzoo.predict(model, small, tile=256)
 
 
 @pytest.mark.parametrize("name, options", [("unet-strided", {}), ("unet-classic", {"base_c": 4})])

@@ -268,7 +268,8 @@ class SegmentationModel(UnetZooModel):
             h, w = fixed
             raise ValueError(
                 f"the backbone of this model only accepts {h}x{w} inputs (timm fixed_input_size), got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or run unetzoo.predict(model, image, tile={h})"
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images, or run unetzoo.predict(model, image), "
+                f"which takes any size in {h}x{w} tiles"
             )
 
     def encoder_modules(self) -> list[nn.Module]:

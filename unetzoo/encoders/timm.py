@@ -110,7 +110,8 @@ class TimmEncoder(Encoder):
             h, w = self.fixed_input_size
             raise ValueError(
                 f"the timm backbone {self.name!r} only accepts {h}x{w} inputs (timm fixed_input_size), got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or run unetzoo.predict(model, image, tile={h})"
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images, or run unetzoo.predict(model, image), "
+                f"which takes any size in {h}x{w} tiles"
             )
         features = self.model(x)
         if self._channels_last_output:  # some timm backbones return NHWC features

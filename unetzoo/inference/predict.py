@@ -159,9 +159,17 @@ def plan_tiles(
         return plan_valid_axis(height, th, border, align), plan_valid_axis(width, tw, border, align)
     multiple = int(getattr(model, "pad_multiple", None) or 1)
     align = int(getattr(model, "output_stride", None) or multiple)
+    fixed = getattr(getattr(model, "encoder", None), "fixed_input_size", None)  # ViT, Swin: one input size
+    if fixed is not None:
+        if (th, tw) not in ((None, None), tuple(fixed)):
+            raise ValueError(f"this model's backbone only accepts {fixed[0]}x{fixed[1]} inputs, so its tiles must be "
+                             f"that size; use tile={fixed[0] if fixed[0] == fixed[1] else tuple(fixed)} or leave it unset")
+        th, tw = fixed
     th, tw = th or DEFAULT_TILE, tw or DEFAULT_TILE
     oh, ow = (th // 4, tw // 4) if overlap is None else (overlap, overlap)
-    return plan_padded_axis(height, th, oh, multiple, align), plan_padded_axis(width, tw, ow, multiple, align)
+    exact = fixed is not None
+    return (plan_padded_axis(height, th, oh, multiple, align, fixed=exact),
+            plan_padded_axis(width, tw, ow, multiple, align, fixed=exact))
 
 
 def _check_valid_tile(model: nn.Module, tile: int, border: int, align: int) -> None:

@@ -112,7 +112,8 @@ def plan_valid_axis(length: int, tile: int, border: int, align: int) -> AxisPlan
     return AxisPlan(length, tile, starts, border, keep, None, "reflect")
 
 
-def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, align: int | None = None) -> AxisPlan:
+def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, align: int | None = None,
+                     *, fixed: bool = False) -> AxisPlan:
     """Blended plan for a padded-convolution network (output size = input size).
 
     The image is virtually extended with zeros to a multiple of ``multiple`` (as the network
@@ -128,6 +129,8 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
             the actual overlap with :func:`cosine_ramp`.
         multiple: the multiple the network pads its input to (``model.pad_multiple``).
         align: the network's total down-sampling factor; default ``multiple``.
+        fixed: every window is exactly ``tile`` long, zero-padded past a shorter image (backbones
+            built for one input size, such as ViT and Swin).
     """
     align = align or multiple
     if tile % multiple:
@@ -142,7 +145,8 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be between 0 and tile - 1 = {tile - 1}, got {overlap}")
     extended = math.ceil(length / multiple) * multiple
-    window = min(tile, max(extended, align))  # images smaller than one pooling cell are zero-padded up to it
+    # images smaller than one pooling cell (or than the one size a fixed-size backbone takes) are zero-padded
+    window = tile if fixed else min(tile, max(extended, align))
     step = max(align, (window - overlap) // align * align)
     n = 1 if extended <= window else math.ceil((extended - window) / step) + 1
     starts = tuple(max(0, min(i * step, extended - window)) for i in range(n))
