@@ -223,6 +223,20 @@ def test_drive_layout_labels_and_fov(tmp_path):
     assert len(DRIVEDataset(tmp_path, split="test")) == 1
 
 
+def test_a_bad_drive_field_of_view_mask_is_reported_as_itself(tmp_path):
+    """Not as the vessel annotation it is read with: the problem names the field-of-view file."""
+    _drive(tmp_path, "training", [21, 22, 23])
+    mask_dir = tmp_path / "training" / "mask"
+    (mask_dir / "21_training_mask.gif").write_bytes(b"not a gif")
+    _save(mask_dir / "22_training_mask.gif", np.full((4, 4), 255, np.uint8))  # the annotation is 6x5
+    _, problems = validate_dataset(DRIVEDataset(tmp_path, split="training"), num_classes=2, skip_bad=True)
+    assert [p.path for p in problems] == [mask_dir / "21_training_mask.gif", mask_dir / "22_training_mask.gif"]
+    assert problems[0].message.startswith(f"cannot read {mask_dir / '21_training_mask.gif'}: ")
+    assert problems[1].message.startswith(f"{mask_dir / '22_training_mask.gif'} is 4x4 but ")
+    for p in problems:
+        assert "1st_manual" not in p.message.split(" but ")[0] and p.message.count("replace or remove") <= 1
+
+
 def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     _folder(tmp_path, n=10)
     ds = SegmentationFolder(tmp_path)

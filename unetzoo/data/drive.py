@@ -70,7 +70,8 @@ class DRIVEDataset(PairedDataset):
         if manual.shape != fov.shape:
             raise DataError(
                 f"{fov_path} is {fov.shape[1]}x{fov.shape[0]} but {manual_path} is "
-                f"{manual.shape[1]}x{manual.shape[0]}; the field-of-view mask must match the annotation"
+                f"{manual.shape[1]}x{manual.shape[0]}; the field-of-view mask must match the annotation",
+                path=fov_path,
             )
         label = (manual >= 128).astype(np.int64)
         label[fov < 128] = self.ignore_index

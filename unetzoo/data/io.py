@@ -28,7 +28,14 @@ _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 class DataError(ValueError):
-    """A dataset problem that would spoil training: the message names the file(s) and the fix."""
+    """A dataset problem that would spoil training: the message names the file(s) and the fix.
+
+    ``path``, when given, is the one file at fault, and the message already names it.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -53,7 +60,7 @@ def open_image(path: Path) -> Image.Image:
             im.load()
             return im
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
-        raise DataError(f"cannot read {path}: {exc}; replace or remove the file") from exc
+        raise DataError(f"cannot read {path}: {exc}; replace or remove the file", path=Path(path)) from exc
 
 
 def read_image(path: Path, channels: int | None = None) -> np.ndarray:
@@ -100,7 +107,8 @@ def read_mask(path: Path) -> tuple[np.ndarray, str]:
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
             raise DataError(
                 f"mask {path} is a colour image; save it as a single-channel index mask "
-                "(mode 'L' or a palette PNG) with one value per class"
+                "(mode 'L' or a palette PNG) with one value per class",
+                path=Path(path),
             )
         return arr[..., 0].astype(np.int64), "L"
     if mode in ("LA", "1"):  # 1-bit masks as 0/255, like the 8-bit masks they stand for

@@ -116,6 +116,9 @@ def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int) 
     try:
         mask = ds.load_target(index)
     except _READ_ERRORS as exc:
+        culprit = getattr(exc, "path", None)  # a DataError naming the file at fault, e.g. DRIVE's field-of-view mask
+        if culprit is not None:
+            return DataProblem(culprit, "unreadable", str(exc), index), None
         msg = f"cannot read mask {mask_path}: {exc}; replace or remove it"
         return DataProblem(mask_path, "unreadable", msg, index), None
     if mask.shape != (height, width):
