@@ -120,6 +120,16 @@ def test_resume_with_another_batch_size_continues_the_schedule_in_its_steps(tmp_
     assert load_state(resumed.state_path)["scheduler"]["last_epoch"] == 4 * 3
 
 
+def test_resume_says_that_new_optimizer_settings_are_not_applied(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_blobs(tmp_path / "data", n=12)  # 9 training images at batch 3: 3 steps per epoch
+    cfg = tiny_config(data, tmp_path / "run", epochs=1)
+    fit(cfg)
+    capsys.readouterr()
+    resumed = fit({**cfg, "epochs": 3, "optimizer": {**cfg["optimizer"], "lr": 0.5}, "resume": True})
+    assert "note: optimizer.lr not applied: the optimizer continues with the saved run's settings" in capsys.readouterr().out
+    assert resumed.history[1]["lr"] == pytest.approx(_expected_lrs(0.01, steps_per_epoch=3, epochs=3)[1], rel=1e-9)
+
+
 def test_resume_with_another_monitor_starts_its_best_afresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = make_blobs(tmp_path / "data", n=12)
     cfg = tiny_config(data, tmp_path / "run", epochs=2, monitor="pixel_accuracy")

@@ -179,6 +179,10 @@ class Trainer:
         changed = config_diff(state["config"], self.cfg.to_dict(), ignore={"resume", "progress"})
         if changed:
             self.log(f"note: the config differs from the saved run's in {', '.join(changed)}")
+        kept = [k for k in changed if k.startswith("optimizer.")]
+        if kept:
+            self.log(f"note: {', '.join(kept)} not applied: the optimizer continues with the saved run's settings and "
+                     "state (learning rates, weight decay, moments); start a new run to train with new ones")
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
