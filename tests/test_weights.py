@@ -234,6 +234,18 @@ def test_pretrained_local_file(suffix, tmp_path, small_timm_state, no_network):
         assert torch.equal(value, small_timm_state[key]), key
 
 
+def test_pretrained_weights_load_into_timm_backbones_wrapped_whole_as_body(tmp_path, no_network):
+    """timm wraps some backbones (legacy_xception, nasnetalarge, pnasnet5large) whole, as ``.body``."""
+    torch.manual_seed(5)
+    state = timm.create_model("legacy_xception").state_dict()
+    save_file(state, tmp_path / "legacy_xception.safetensors")
+    model = unetzoo.create("unet-legacy_xception", pretrained=tmp_path / "legacy_xception.safetensors", num_classes=2)
+    encoder = model.encoder.model.state_dict()
+    assert len(encoder) > 200 and all(key.startswith("body.") for key in encoder)
+    for key, value in encoder.items():
+        assert torch.equal(value, state[key.removeprefix("body.")]), key
+
+
 def test_pretrained_folder_of_a_saved_model_loads_its_encoder(tmp_path, no_network):
     torch.manual_seed(4)
     donor = unetzoo.create("unet-mobilenetv3_small_050", num_classes=5, decoder_channels=(16, 16, 8, 8, 8))

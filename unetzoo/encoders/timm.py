@@ -97,8 +97,9 @@ class TimmEncoder(Encoder):
             local = key
             if parts[0] not in children and len(parts) > 2 and f"{parts[0]}_{parts[1]}" in children:
                 local = ".".join([f"{parts[0]}_{parts[1]}", *parts[2:]])
-            if local not in own and f"model.{key}" in own:  # hook-based wrappers keep the model whole
-                local = f"model.{key}"
+            for wrapped in (f"model.{key}", f"body.{key}"):  # hook-based wrappers keep the model whole,
+                if local not in own and wrapped in own:  # as .model or (legacy_xception, nasnet) as .body
+                    local = wrapped
             if local in own:
                 mapped[f"model.{local}"] = value
             else:
