@@ -143,6 +143,20 @@ def test_fixed_size_backbones_predict_any_image_size_in_tiles_of_their_size():
         unetzoo.predict(model, small, tile=256)
 
 
+def test_backbones_of_unpadded_convolutions_still_give_input_sized_logits():
+    """inception_v3's features fall a few pixels short of input / stride (125 for 256 / 2), so the
+    decoder's 2x steps end short of the input: the logits are resized to the padded input."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-inception_v3", num_classes=2, decoder_channels=(16, 16, 16, 16)).eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert model.encoder(x)[0].shape[-1] == 125
+        raw = model.head(model.decoder(model.encoder(x)))
+        assert raw.shape[-2:] == (250, 250)
+        torch.testing.assert_close(model(x), F.interpolate(raw, size=(256, 256), mode="bilinear"))
+        assert model(torch.randn(1, 3, 200, 300)).shape == (1, 2, 200, 300)
+
+
 @pytest.mark.parametrize("name, options", [("unet-strided", {}), ("unet-classic", {"base_c": 4})])
 def test_logits_are_contiguous_eager_and_fast(name, options):
     from unetzoo.fast import optimize_for_inference

@@ -279,6 +279,10 @@ class SegmentationModel(UnetZooModel):
         self.check_input(x)
         x, h, w = self._pad(x)
         out = self.head(self.decoder(self.encoder(x)))
+        if out.shape[-2:] != x.shape[-2:]:
+            # backbones of unpadded convolutions (inception_v3/v4, inception_resnet_v2) give features a few
+            # pixels short of input / stride, and the decoder's 2x steps then fall short of the input
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         # logits in the default layout whatever the network ran in: cheap (few channels), what
         # callers expect, and the loss's gradient then flows back in the layers' own layout
         return self._crop(out, h, w).contiguous()
