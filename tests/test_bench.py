@@ -70,6 +70,19 @@ def test_count_flops_matches_the_convolution_formula():
     assert count_flops(lambda: conv(x)) == 2 * 2 * 16 * 8 * 9 * 10 * 12  # 2 x MACs
 
 
+@pytest.mark.parametrize("groups", [1, 4, 16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_count_flops_of_a_training_step_matches_the_formula_for_grouped_convolutions(groups, transposed):
+    """Forward, input gradient and weight gradient: each 2 x N x H x W x C_out x (C_in / groups) x k x k."""
+    conv = (nn.ConvTranspose2d if transposed else nn.Conv2d)(16, 16, 3, padding=1, groups=groups)
+    x = torch.randn(2, 16, 10, 12, requires_grad=True)
+    one_pass = 2 * 2 * 10 * 12 * 16 * (16 // groups) * 9
+    assert count_flops(lambda: conv(x)) == one_pass
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * one_pass
+    x.requires_grad_(False)  # a first layer: no input gradient
+    assert count_flops(lambda: conv(x).sum().backward()) == 2 * one_pass
+
+
 def test_timing_statistics():
     t = Timing.from_samples([4.0, 1.0, 2.0, 3.0, 5.0])
     assert (t.median, t.minimum, t.maximum, t.p25, t.p75) == (3.0, 1.0, 5.0, 2.0, 4.0)

@@ -87,12 +87,34 @@ def fastest_interleaved(fns: Mapping[str, Callable[[], object]], rounds: int) ->
 
 def count_flops(fn: Callable[[], object]) -> int:
     """Floating-point operations (a multiply-add counts 2) of one call of ``fn``, by
-    :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls and their backward)."""
+    :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls and their backward),
+    with the weight gradient of grouped convolutions counted per group (see
+    :func:`_conv_backward_flop`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, groups, output_mask, **_) -> int:
+    """torch's count of a convolution's backward, but with the weight gradient divided by
+    ``groups``: torch 2.14 counts it as if every input channel met every output channel, so a
+    depthwise convolution's backward came out ``groups`` times too large (64x for 64 channels)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):  # batch and channel dimensions swapped
+        return [shape[1], shape[0], *shape[2:]]
+
+    flops = 0
+    if output_mask[0]:  # the input gradient: a transposed convolution of the output gradient
+        flops += conv_flop_count(grad_out_shape, w_shape, x_shape, not transposed)
+    if output_mask[1]:  # the weight gradient: a convolution of the input with the output gradient
+        a, b = (t(grad_out_shape), t(x_shape)) if transposed else (t(x_shape), t(grad_out_shape))
+        flops += conv_flop_count(a, b, t(w_shape), transposed=False) // groups
+    return flops
 
 
 def saved_activation_bytes(model: torch.nn.Module, fn: Callable[[], object]) -> int:
