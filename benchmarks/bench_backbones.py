@@ -50,8 +50,9 @@ NOTES = [
     "Figures taken under load are pessimistic.",
     "GFLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 per multiply-add; convolutions "
     "and matmuls). Training-step GFLOPs count forward + backward.",
-    "Peak memory: the process's resident set high-water mark (ru_maxrss, RSS sampled every 5 ms) during the "
-    "warm-up calls; '+MB' is the increase over the model's resting footprint. The timed calls run without "
+    "Peak memory: the process's resident set high-water mark (ru_maxrss, RSS sampled every 5 ms) from the model "
+    "at rest through its first calls (the FLOP count, the saved-activation count and the warm-up calls, each "
+    "case in a fresh process); '+MB' is the increase over the model's resting footprint. The timed calls run without "
     "the sampling thread. RSS also moves with the allocator (freed memory kept, fragmentation), so training cases "
     "also report the bytes autograd saves for the backward pass (exact, torch.autograd.graph.saved_tensors_hooks).",
 ]

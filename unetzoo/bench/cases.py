@@ -178,8 +178,8 @@ def _train_fn(model: nn.Module, x: torch.Tensor, autocast, num_classes: int):
 def run_case(case: Case) -> dict[str, Any]:
     """Build, prepare, count and time one case; returns a flat result record.
 
-    Peak memory covers the warm-up calls (activations, gradients and optimizer
-    state on top of what the model held before the first call).
+    Peak memory covers the first calls (FLOP count, saved activations, warm-up: activations,
+    gradients and optimizer state on top of what the model held before the first call).
 
     Denormal floats are flushed to zero for every network alike: randomly initialised deep
     networks can produce them (unet-resnet50 with seed 0 does), and on x86 CPUs every operation
@@ -199,21 +199,22 @@ def run_case(case: Case) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     in_chans = getattr(model, "in_chans", 3)
     x = torch.randn(case.batch, in_chans, case.size, case.size, device=device)
-    if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
-        with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
-            flops = count_flops(lambda: model.eval()(x))
-    model, x, autocast = _prepare(model, case, x)
-    saved = None
-    if case.mode == "infer":
-        step = _infer_fn(model, x, autocast)
-    else:
-        step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
-        flops = count_flops(fwd_bwd)
-        saved = saved_activation_bytes(model, fwd_bwd)
-    # Peak memory from the warm-up calls (a step's allocations are the same every call, and the
-    # first training step also creates the optimizer state); the timed calls then run without the
-    # sampling thread, which would otherwise compete with the compute threads for the CPU.
+    # Peak memory from the model at rest through its first calls: the FLOP count and the saved
+    # activations each run the network once, then the warm-up calls (the first training step also
+    # creates the optimizer state); a step's allocations are the same every call. The timed calls
+    # then run without the sampling thread, which would otherwise compete with the compute threads.
     with MemoryMonitor(device, interval=0.005) as mem:
+        if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
+            with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
+                flops = count_flops(lambda: model.eval()(x))
+        model, x, autocast = _prepare(model, case, x)
+        saved = None
+        if case.mode == "infer":
+            step = _infer_fn(model, x, autocast)
+        else:
+            step, fwd_bwd = _train_fn(model, x, autocast, case.num_classes)
+            flops = count_flops(fwd_bwd)
+            saved = saved_activation_bytes(model, fwd_bwd)
         for _ in range(max(1, case.warmup)):
             step()
             synchronize(device)
