@@ -21,7 +21,7 @@ timed ddp_nccl $py -m torch.distributed.run --nproc_per_node="$gpus" -m unetzoo 
     -o "$out/ddp_nccl" epochs=4 eval_every=2 progress=false
 timed bench $py -m unetzoo bench unet-resnet50 unet-vgg16 unet-efficientnet_lite0 --device cuda \
     --dtypes float32 bfloat16 --variants eager --batch 8 --size 512 --train-batch 16 --train-size 256 \
-    --compare-smp --smp-variants eager --repeats 10 --no-isolate --out "$out" --tag gpu_bench
+    --peak-max-n 8192 --compare-smp --smp-variants eager --repeats 10 --no-isolate --out "$out" --tag gpu_bench
 # the GPU case: a bf16 channels-last training step of unet-resnet50, batch 16 at 512x512, against
 # the GPU's own bf16 GEMM peak, with smp's Unet (same encoder, channels-last) beside it
 timed bench_train_512 $py -m unetzoo bench unet-resnet50 --device cuda --modes train --dtypes bfloat16 \
