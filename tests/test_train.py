@@ -335,6 +335,27 @@ def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "epochz=3"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.name=unet-nope", "model.name: unknown model 'unet-nope'"),
+        ("model.options.foo=1", "model (unet-classic): unet-classic got unknown option(s) ['foo']"),
+        ("model.options.base_c=-4", "model (unet-classic):"),
+        ("loss.name=foo", "loss (foo): cannot read loss term 'foo'"),
+        ("loss.options.bar=2", "loss (ce+dice): loss option(s) ['bar']"),
+    ],
+)
+def test_train_cli_reports_bad_model_and_loss_settings_in_one_line(
+    override: str, needle: str, blobs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(blobs, tmp_path / "out", epochs=1)))
+    assert main(["train", "--config", str(config), override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unetzoo train: error: {needle}") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_train_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     argv = ["train", "epochs=1", "-o", str(tmp_path), "seed=2", "--print-config", "epochs=4"]
     assert main(argv) == 0

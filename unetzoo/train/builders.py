@@ -42,9 +42,17 @@ def build_model(cfg: ModelSection) -> torch.nn.Module:
     """``unetzoo.create`` with the section's name, weights, classes, channels and options."""
     import unetzoo
 
-    return unetzoo.create(
-        cfg.name, pretrained=cfg.pretrained, num_classes=cfg.num_classes, in_chans=cfg.in_chans, **cfg.options
-    )
+    try:
+        return unetzoo.create(
+            cfg.name, pretrained=cfg.pretrained, num_classes=cfg.num_classes, in_chans=cfg.in_chans, **cfg.options
+        )
+    except (KeyError, TypeError, ValueError) as err:  # unknown model or option, a value it does not take
+        raise ConfigError(f"model ({cfg.name}): {_message(err)}") from err
+
+
+def _message(err: Exception) -> str:
+    """An exception's text (a KeyError's without the quotes str() adds)."""
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
 
 def preprocessing_for(cfg: TrainConfig):
@@ -242,10 +250,13 @@ def build_optimizer(cfg: OptimizerSection, model) -> torch.optim.Optimizer:
 def build_loss(cfg: TrainConfig) -> torch.nn.Module:
     from unetzoo.losses import build_loss as _build
 
-    return _build(
-        cfg.loss.name, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index,
-        class_weights=cfg.loss.class_weights, **cfg.loss.options,
-    )
+    try:
+        return _build(
+            cfg.loss.name, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index,
+            class_weights=cfg.loss.class_weights, **cfg.loss.options,
+        )
+    except (KeyError, TypeError, ValueError) as err:  # unknown loss or option
+        raise ConfigError(f"loss ({cfg.loss.name}): {_message(err)}") from err
 
 
 def fast_bf16(device: torch.device) -> bool:

@@ -218,6 +218,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from unetzoo.registry import UnknownModelError, get_spec
+
+        try:  # before any data is read (and shown by --print-config)
+            get_spec(self.model.name)
+        except UnknownModelError as err:
+            raise ConfigError(f"model.name: {err.args[0]}") from None
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: set[str], prefix: str = "") -> list[str]:
