@@ -127,6 +127,18 @@ def test_unknown_format_is_rejected(tmp_path):
         export_model(_model("unet-classic"), tmp_path / "m.x", format="tflite")
 
 
+def test_onnx_opset_is_the_one_asked_for_or_an_error(tmp_path):
+    import onnx
+
+    model = _model("unet-classic")
+    path = export_model(model, tmp_path / "m20.onnx", format="onnx", opset=20)
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [20]
+    # torch cannot lower this network's padding below opset 18: it logs that and keeps 18
+    with pytest.raises(ValueError, match=r"m13\.onnx: .*could not convert this model to opset 13 \(it stays at opset \d+\)"):
+        export_model(model, tmp_path / "m13.onnx", format="onnx", opset=13)
+    assert not (tmp_path / "m13.onnx").exists()
+
+
 def test_exported_program_needs_a_pt2_name(tmp_path):
     with pytest.raises(ValueError, match=r"m\.pt2"):
         export_model(_model("unet-classic"), tmp_path / "m.ep", format="exported-program")

@@ -229,6 +229,10 @@ def save_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike, *,
     onnx_program = torch.onnx.export(
         program, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, **kwargs
     )
+    written = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset and written != opset:  # torch logs the failed conversion and keeps its own opset
+        raise ValueError(f"{path}: torch's ONNX exporter could not convert this model to opset {opset} (it stays at "
+                         f"opset {written}); use opset {written} or newer, or leave the opset unset")
     onnx_program.save(str(path))
     return Path(path)
 
