@@ -449,6 +449,7 @@ def test_eval_cli_errors_are_one_line(run, blobs: Path, tmp_path: Path, capsys: 
     cases = [
         (["--json", str(tmp_path / "nowhere" / "m.json")], "nowhere"),  # before the evaluation, not after
         (["--device", "gpu"], "gpu"),
+        (["--split", "val"], "--split val applies to --kind voc or drive; for folder data"),  # not ignored
     ]
     for extra, needle in cases:
         assert main(["eval", str(run.last_dir), "--data", str(blobs), *extra]) == 2

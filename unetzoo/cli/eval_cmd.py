@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from unetzoo.train import ConfigError
 
     try:
+        if args.split is not None and args.kind == "folder":  # it would be ignored
+            raise ValueError(f"--split {args.split} applies to --kind voc or drive; for folder data score the "
+                             "held-out part of a split with --holdout FRACTION (and --split-seed)")
         if args.json and not Path(args.json).resolve().parent.is_dir():  # found out now, not after the run
             raise FileNotFoundError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
         metrics, count = evaluate_saved(args)
