@@ -263,6 +263,27 @@ def test_predict_set_up_errors_are_one_line(saved_model, images, tmp_path, capsy
     assert err.startswith("unetzoo predict: error:") and needle in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--tile", "0"], "argument --tile: must be a positive integer, got 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+    (["--overlap", "-1"], "argument --overlap: must be 0 or more, got -1"),
+    (["--alpha", "5"], "argument --alpha: must be from 0 to 1, got 5.0"),
+])
+def test_predict_rejects_bad_flag_values_before_any_work(saved_model, images, tmp_path, capsys, extra, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(saved_model), str(images), "--out", str(tmp_path / "o"), *extra])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_reports_a_bad_tile_overlap_once_not_per_image(saved_model, images, tmp_path, capsys):
+    assert main(["predict", str(saved_model), str(images), "--out", str(tmp_path / "o"),
+                 "--tile", "64", "--overlap", "64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["unetzoo predict: error: overlap must be between 0 and tile - 1 = 63, got 64"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_tiles_smaller_than_the_pooling_grid_are_refused(saved_model, images):
     model = unetzoo.from_pretrained(saved_model)
     with pytest.raises(ValueError, match="smaller than the network's down-sampling factor 16"):

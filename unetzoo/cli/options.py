@@ -6,7 +6,7 @@ import argparse
 import ast
 from typing import Any
 
-__all__ = ["model_option"]
+__all__ = ["fraction", "model_option", "non_negative_int", "positive_int"]
 
 
 def model_option(text: str) -> tuple[str, Any]:
@@ -22,3 +22,37 @@ def model_option(text: str) -> tuple[str, Any]:
         return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return key, raw
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a tile size, a batch size)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (an overlap in pixels)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number from 0 to 1 (an opacity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None

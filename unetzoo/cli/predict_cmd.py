@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unetzoo.cli.options import fraction, non_negative_int, positive_int
+
 EPILOG = """examples:
   unetzoo predict runs/cells/best slides/ --out masks/ --tile 512 --probs
   unetzoo predict unet-classic scan.png --checkpoint milesial.pth --out out/ --tta
@@ -42,13 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, type=Path, help="output folder (created if needed)")
     p.add_argument("--checkpoint", type=Path, help="whole-model checkpoint for a registry name (any supported format)")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit) when MODEL is a Hub id")
-    p.add_argument("--tile", type=int, help="tile size in pixels (default: 512, or 572 for unet-original)")
-    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles (default: tile/4; padded networks)")
-    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default: 2)")
+    p.add_argument("--tile", type=positive_int, help="tile size in pixels (default: 512, or 572 for unet-original)")
+    p.add_argument("--overlap", type=non_negative_int, help="overlap of neighbouring tiles (default: tile/4; padded networks)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="tiles per forward pass (default: 2)")
     p.add_argument("--probs", action="store_true", help="also write probability maps")
     p.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write overlay PNGs")
-    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours in overlays (default: 0.5)")
+    p.add_argument("--alpha", type=fraction, default=0.5, help="opacity of the class colours in overlays (default: 0.5)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="autocast dtype (default: float32)")
     p.add_argument("--fast", action="store_true",
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from unetzoo.inference.predict import plan_tiles
     from unetzoo.io import ImageReadError
 
     images, failed = collect_images(args.inputs, exclude=args.out)
@@ -197,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model, args.checkpoint, args.revision)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+        plan_tiles(model, 64, 64, tile=args.tile, overlap=args.overlap)  # a bad tile/overlap: said once, here
         model.to(device).eval()
         if args.fast:
             from unetzoo.fast import optimize_for_inference
