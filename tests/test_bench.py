@@ -217,6 +217,14 @@ def test_cli_bench_smoke(tmp_path):
     assert "unetzoo bench" in md and "Measured GEMM peak" in md and "| unet-classic | infer |" in md
 
 
+def test_cli_bench_checks_model_names_before_measuring(tmp_path, capsys):
+    from unetzoo.cli import main
+
+    assert main(["bench", "unet-classic", "unet-nope", "--out", str(tmp_path), "--tag", "x"]) == 2
+    assert capsys.readouterr().err.startswith("unetzoo bench: error: unknown model 'unet-nope'")
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
 def test_smp_vgg_taps_and_center_are_validated():
     model = unetzoo.create("unet-vgg16", num_classes=2, vgg_taps="smp", decoder_center=True,
                            decoder_channels=(16, 16, 8, 8, 8))

@@ -64,8 +64,15 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from unetzoo.bench.run import run_benchmark
+    from unetzoo.registry import UnknownModelError, get_spec
 
     cfg = config_from_args(args)
+    for name in cfg.models:  # found out now, not as a failed row after the GEMM peak and the other models
+        try:
+            get_spec(name)
+        except UnknownModelError as err:
+            print(f"unetzoo bench: error: {err.args[0]}", file=sys.stderr)
+            return 2
     if "bench" in sys.argv[1:2]:
         command = "unetzoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     else:  # called as unetzoo.cli.main([...]) from Python
@@ -73,4 +80,7 @@ def run(args: argparse.Namespace) -> int:
     out = run_benchmark(cfg, command=command)
     failed = [r for r in out["rows"] if "error" in r]
     print(out["paths"]["markdown"].read_text(encoding="utf-8"))
-    return 1 if failed and len(failed) == len(out["rows"]) else 0
+    if failed:
+        print(f"unetzoo bench: {len(failed)} of {len(out['rows'])} case(s) failed; their rows in "
+              f"{out['paths']['markdown']} say why", file=sys.stderr)
+    return 1 if failed else 0
