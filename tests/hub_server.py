@@ -156,12 +156,11 @@ class HubWriter:
     existing repository or branch is a 409; a preupload or commit to a branch that does not
     exist is a 404 ``RevisionNotFound`` (the Hub does not create branches on commit); every
     write needs ``Authorization: Bearer <token>``. Every file is uploaded "regular" (inline in
-    the commit), so no LFS or Xet storage is involved. ``requests`` records what was called.
+    the commit), so no LFS or Xet storage is involved.
     """
 
     def __init__(self, mirrors: Path, token: str = "hf_test_write_token") -> None:
         self.mirrors, self.token = Path(mirrors), token
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.private: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._pulls: dict[str, int] = {}
@@ -232,7 +231,6 @@ class HubWriter:
     # -------------------------------------------------------------- HTTP
     def _handle(self, req: http.server.BaseHTTPRequestHandler, method: str) -> None:
         url = urllib.parse.urlsplit(req.path)
-        self.requests.append((method, url.path))
         body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
         query = urllib.parse.parse_qs(url.query)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "replace_dir"]
+__all__ = ["atomic_path", "link_or_copy", "replace_dir"]
 
 
 def _umask() -> int:
@@ -70,3 +70,12 @@ def replace_dir(folder: str | os.PathLike, write: Callable[[Path], object]) -> P
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link of ``src`` at ``dst`` (no copy of the weights), or a copy where the
+    filesystem cannot link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from unetzoo._atomic import link_or_copy
 from unetzoo.hub.card import retarget_card
 from unetzoo.hub.load import model_files, read_config
 from unetzoo.hub.save import CARD_NAME, CONFIG_NAME, save_pretrained
@@ -123,10 +123,7 @@ def _with_card_for(folder: Path, repo_id: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="unetzoo-push-") as tmp:
         for f in folder.iterdir():
             if f.is_file() and f.name != CARD_NAME:
-                try:
-                    os.link(f, Path(tmp) / f.name)  # no copy of the weights where the filesystem allows
-                except OSError:
-                    shutil.copy2(f, Path(tmp) / f.name)
+                link_or_copy(f, Path(tmp) / f.name)
         (Path(tmp) / CARD_NAME).write_text(new)
         yield Path(tmp)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unetzoo._atomic import atomic_path, replace_dir
+from unetzoo._atomic import atomic_path, link_or_copy, replace_dir
 
 __all__ = [
     "STATE_NAME",
@@ -93,10 +93,7 @@ def promote_best(run_dir: str | os.PathLike) -> Path:
         tmp.mkdir()
         for f in staged.iterdir():
             if f.name != STAGED_EPOCH:
-                try:
-                    os.link(f, tmp / f.name)
-                except OSError:
-                    shutil.copy2(f, tmp / f.name)
+                link_or_copy(f, tmp / f.name)
 
     best = replace_dir(run_dir / BEST_NAME, write)
     shutil.rmtree(staged)
