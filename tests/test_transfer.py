@@ -82,29 +82,55 @@ def test_stagewise_freezing(name):
     ("unet-efficientnet_lite0", 64),  # taps nested modules (blocks.N)
     ("unet-vit_tiny_patch16_224", 224),  # FeatureGetterNet; class token and position embedding
     ("unet-levit_128s", 224),  # FeatureGetterNet
-    ("unet-xception41", 64),  # FeatureHookNet: taps inside flattened blocks
+    ("unet-xception41", 64),  # FeatureHookNet: taps inside blocks, shortcut registered first
+    ("unet-legacy_xception", 96),  # FeatureHookNet around the whole model (.body)
+    ("unet-pit_ti_224", 224),  # FeatureHookNet; position embedding and class token on the model
 ])
 def test_stage_k_computes_feature_k(name, size):
-    """Stage i really computes feature i: feature k needs parameters of stages 0..k only, and
-    of stage k itself (so freezing k stages freezes exactly what the first k features need)."""
+    """Stage i really computes feature i: the parameters of stages 0..k are exactly those the
+    features 0..k need, so freezing k stages freezes what the first k features need and
+    nothing that only later features use."""
     model = _small(name).eval()
     stages = model.encoder_stages()
     assert len(stages) == len(model.encoder.channels)
     x = torch.randn(1, 3, size, size)
+    used: set[int] = set()
     for k, feature in enumerate(model.encoder(x)):
         model.zero_grad()
         feature.sum().backward(retain_graph=True)
-        used = {id(p) for p in model.encoder.parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        allowed = {id(p) for s in stages[: k + 1] for p in s.parameters()}
-        assert used <= allowed, f"feature {k} uses parameters of later stages"
-        assert used & {id(p) for p in stages[k].parameters()}, f"feature {k} does not use stage {k}"
+        used |= {id(p) for p in model.encoder.parameters() if p.grad is not None}
+        frozen = {id(p) for s in stages[: k + 1] for p in s.parameters()}
+        assert frozen - used == set(), f"stages 0..{k} hold parameters that only later features use"
+        assert used - frozen == set(), f"features 0..{k} use parameters of later stages"
+        assert {id(p) for p in stages[k].parameters()}, f"stage {k} is empty"
 
 
-@pytest.mark.parametrize("name", ["unet-hrnet_w18_small", "unet-nasnetalarge", "unet-pnasnet5large",
-                                  "unet-mvitv2_tiny", "unet-twins_pcpvt_small", "unet-gemma4_vit_167m"])
+def test_hook_net_stages_leave_the_model_as_it_was():
+    """Hook-net stages come from one probe forward pass: it must not move BatchNorm statistics,
+    draw random numbers, or change training modes or ``requires_grad``, and it works under
+    ``torch.inference_mode``."""
+    model = _small("unet-xception41").train()
+    model.decoder.requires_grad_(False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with torch.inference_mode():
+        stages = model.encoder_stages()
+    assert len(stages) == len(model.encoder.channels)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    assert not any(p.requires_grad for p in model.decoder.parameters())
+    # the stages follow parameters that are replaced after the first call
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    params = {id(p) for p in model.encoder.parameters()}
+    assert {id(p) for s in model.encoder_stages() for p in s.parameters()} <= params
+
+
+@pytest.mark.parametrize("name", ["unet-hrnet_w18_small", "unet-mvitv2_tiny", "unet-twins_pcpvt_small", "unet-gemma4_vit_167m"])
 def test_encoders_without_a_chain_of_stages_are_one_stage(name):
     """The backbones the README lists as one stage: HRNet's features all come out of its last
-    stage; the others' taps do not map to consecutive modules. Asking for more stages says how
+    stage; the others' taps do not map to consecutive modules (and they are not hook nets). Asking for more stages says how
     many there are."""
     with torch.device("meta"):
         model = unetzoo.create(name, num_classes=2)

@@ -51,6 +51,7 @@ class TimmEncoder(Encoder):
         # token models (ViT, Swin, ...) are built for one input size; say so instead of failing deep inside
         self.fixed_input_size = tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
         self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+        self._dataflow: list[list[tuple[str, bool]]] | None = None  # hook nets' stages, by name
 
     def stages(self) -> list[nn.Module]:
         """Group the backbone's modules into one stage per tapped feature.
@@ -58,16 +59,27 @@ class TimmEncoder(Encoder):
         timm's ``FeatureListNet`` (ResNet, ConvNeXt, ...) names its tapped top-level modules in
         ``return_layers``. The other feature nets tap modules named in ``feature_info``: nested
         ones (``blocks.2`` in EfficientNet, MobileNetV3), ones inside the wrapped model of a
-        ``FeatureGetterNet`` (ViT, LeViT, EfficientFormer), or points inside a block that a
-        ``FeatureHookNet`` (Xception) flattened to ``blocks_2``. Their modules run in the order
+        ``FeatureGetterNet`` (ViT, LeViT, EfficientFormer). Their modules run in the order
         they are registered, so a stage is everything after the previous tap up to the module
         holding its own; parameters held by the model itself (a ViT's position embedding and
         class token) belong to the first stage. Backbones whose features do not form such a
         chain (HRNet, where every feature comes out of the last stage) stay one stage.
+
+        A ``FeatureHookNet`` (Xception, NASNet, PNASNet, PiT) taps points inside blocks, whose
+        shortcut may be registered before the main path: its stages come from the data flow
+        instead (:func:`_dataflow_stages`), computed once per encoder.
         """
         return_layers = getattr(self.model, "return_layers", None)
         if return_layers:
             return _group(self.model.named_children(), set(return_layers))
+        if type(self.model).__name__ == "FeatureHookNet":
+            # taps inside blocks (Xception's ``blocks.2.stack.act3``) or whole models kept as
+            # ``.body`` (NASNet): registration order says nothing here, the data flow does
+            if self._dataflow is None:
+                self._dataflow = _dataflow_stages(self, self._probe_size())
+            if len(self._dataflow) != len(self.channels):
+                return [self.model]
+            return [_stage_modules(self.model, entries) for entries in self._dataflow]
         taps = [info["module"] for info in self.model.feature_info.get_dicts()]
         root = self.model
         if type(root).__name__ == "FeatureGetterNet":  # the wrapped model's own names
@@ -79,6 +91,14 @@ class TimmEncoder(Encoder):
         if loose:
             stages[0].insert(0, nn.ParameterList(loose))
         return stages
+
+    def _probe_size(self) -> tuple[int, int]:
+        """An input size the backbone takes: its fixed size, else a few times its stride (big
+        enough for the unpadded stems of NASNet and legacy Xception)."""
+        if self.fixed_input_size is not None:
+            return self.fixed_input_size
+        side = max(4 * self.output_stride, 128)
+        return side, side
 
     def native_keys(self) -> frozenset[str] | None:
         return backbone_keys("timm", self.name)
@@ -134,6 +154,81 @@ def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str]) -> list[nn.Mo
             if len(hit) > 1:  # two taps in one module: the stages would not match the features
                 return []
     return stages
+
+
+def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[tuple[str, bool]]]:
+    """Stage ``i``: the modules that feature ``i`` needs and no earlier feature does.
+
+    One forward pass of a zero image (no random numbers drawn; norms in eval mode, so their
+    running statistics do not move; on the meta device when the weights are there) records
+    each leaf module's output. Walking the autograd graph back from each feature finds the
+    outputs and parameters it depends on. The input and every parameter require grad during
+    the pass, so the graph reaches every module, frozen or not. Modules no feature needs are in
+    no stage.
+
+    Returns, per stage, ``(name, whole)`` pairs of ``encoder.model``'s modules: ``whole`` for a
+    leaf module, otherwise only the parameters the module holds itself (a position embedding).
+    Names rather than modules, so that the answer survives ``to_empty`` and
+    ``load_state_dict(assign=True)``, which replace parameters.
+    """
+    named = list(encoder.model.named_modules())
+    leaves = {name for name, m in named if not any(True for _ in m.children())}
+    outputs: dict[str, list] = {}
+
+    def recorder(name):
+        def record(_module, _inputs, output):
+            tensors = output if isinstance(output, (tuple, list)) else (output,)
+            outputs.setdefault(name, []).extend(
+                t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn is not None)
+        return record
+
+    device = next(encoder.parameters()).device
+    modes = {m: m.training for m in encoder.modules()}
+    grads = {p: p.requires_grad for p in encoder.parameters()}
+    handles = [m.register_forward_hook(recorder(name)) for name, m in named if name in leaves]
+    try:
+        encoder.eval()
+        encoder.requires_grad_(True)  # frozen weights too: their AccumulateGrad nodes name them
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.zeros(1, encoder.in_chans, *size, device=device, requires_grad=True)
+            features = encoder(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+    first: dict[object, int] = {}  # autograd node -> the first feature that needs it
+    param_first: dict[int, int] = {}  # id(parameter) -> the first feature that needs it
+    for i, feature in enumerate(features):
+        stack = [feature.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in first:
+                continue
+            first[node] = i
+            variable = getattr(node, "variable", None)  # an AccumulateGrad node: a parameter
+            if variable is not None:
+                param_first.setdefault(id(variable), i)
+            stack.extend(n for n, _ in node.next_functions)
+    stages: list[list[tuple[str, bool]]] = [[] for _ in features]
+    for name, m in named:
+        needed_by = [param_first[id(p)] for p in m.parameters(recurse=False) if id(p) in param_first]
+        if name in leaves:  # parameter-free ones too (dropout, pooling): by their output
+            needed_by += [first[n] for n in outputs.get(name, ()) if n in first]
+        if needed_by:
+            stages[min(needed_by)].append((name, name in leaves))
+    return [s for s in stages if s]
+
+
+def _stage_modules(root: nn.Module, entries: list[tuple[str, bool]]) -> nn.ModuleList:
+    """The modules of one :func:`_dataflow_stages` stage, looked up in ``root`` now."""
+    modules = []
+    for name, whole in entries:
+        module = root.get_submodule(name)
+        modules.append(module if whole else nn.ParameterList(module.parameters(recurse=False)))
+    return nn.ModuleList(modules)
 
 
 def _holds(name: str, tap: str) -> bool:
