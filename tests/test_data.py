@@ -269,7 +269,38 @@ def test_validate_finds_each_problem_and_skips(tmp_path):
     assert len(kept) == 2 and kept.indices == [0, 4]
     masks = [np.asarray(Image.open(tmp_path / "masks" / f"s{i}.png")) // 255 for i in (0, 4)]
     assert report.class_pixels == np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=2).tolist()
-    assert validate_dataset(ds, num_classes=8, skip_bad=True).num_samples == 3  # label 7 is valid now
+    # label 7 is valid now; the masks are index masks (255: ignore), as the mix asks to say
+    index_masks = SegmentationFolder(tmp_path, binary=False)
+    assert validate_dataset(index_masks, num_classes=8, skip_bad=True).num_samples == 3
+
+
+def test_auto_mode_refuses_masks_it_would_read_two_ways(tmp_path):
+    """binary=None decides mask by mask. An index-mask dataset where one mask holds only
+    background and ignore (0 and 255) would turn that mask's ignored pixels into class 1:
+    validation names both kinds and the fix. All-background and 0/1 masks read the same either
+    way, so they mix freely with 0/255 masks."""
+    _save(tmp_path / "images" / "a.png", np.zeros((4, 6, 3)))
+    _save(tmp_path / "images" / "b.png", np.zeros((4, 6, 3)))
+    _save(tmp_path / "masks" / "a.png", [[0, 2, 3, 255, 0, 0]] * 4)  # classes 2, 3 and ignore
+    _save(tmp_path / "masks" / "b.png", [[0, 0, 255, 255, 0, 0]] * 4)  # background and ignore only
+    ds = SegmentationFolder(tmp_path)
+    assert (ds[1][1] == 1).sum() == 8  # what auto mode does to b on its own
+    with pytest.raises(DataError, match=r"b\.png.*a\.png.*binary=False") as info:
+        validate_dataset(ds, num_classes=4)
+    assert str(tmp_path) in str(info.value)
+    report = validate_dataset(SegmentationFolder(tmp_path, binary=False), num_classes=4)
+    assert report.class_pixels == [28, 0, 4, 4] and report.ignored_pixels == 12
+    # a multi-class model on 0/255-only masks: the same question
+    _save(tmp_path / "masks" / "a.png", [[0, 255, 0, 255, 0, 0]] * 4)
+    with pytest.raises(DataError, match="num_classes is 4"):
+        validate_dataset(ds, num_classes=4)
+    # two classes: 0/255, all-background and 0/1 masks together are fine
+    _save(tmp_path / "images" / "c.png", np.zeros((4, 6, 3)))
+    _save(tmp_path / "masks" / "c.png", np.zeros((4, 6)))
+    _save(tmp_path / "images" / "d.png", np.zeros((4, 6, 3)))
+    _save(tmp_path / "masks" / "d.png", [[0, 1, 1, 0, 0, 0]] * 4)
+    report = validate_dataset(SegmentationFolder(tmp_path), num_classes=2)
+    assert report.num_samples == 4 and report.class_pixels == [72, 24]
 
 
 def test_validate_subset_and_generic_dataset(tmp_path):

@@ -18,6 +18,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
     "list_images",
+    "looks_binary",
     "map_labels",
     "open_image",
     "read_image",
@@ -116,6 +117,12 @@ def read_mask(path: Path) -> tuple[np.ndarray, str]:
     return np.asarray(im).astype(np.int64), mode
 
 
+def looks_binary(raw: np.ndarray, mode: str = "L") -> bool:
+    """Whether :func:`map_labels` in auto mode reads this raw mask as a 0/255 mask: not a
+    palette mask, and every value 0 or 255."""
+    return mode != "P" and bool(np.isin(raw, (0, 255)).all())
+
+
 def map_labels(
     raw: np.ndarray,
     *,
@@ -138,6 +145,8 @@ def map_labels(
     Note:
         In auto mode an index mask holding only 0 and the ignore value 255 is read as a 0/255
         mask; pass ``binary=False`` for index masks that use 255 as "ignore".
+        :func:`~unetzoo.data.validate_dataset` refuses a dataset where auto mode read some
+        masks as 0/255 and kept others' values, or a multi-class one where it read any.
     """
     if label_map is not None:
         out = raw.copy()
@@ -145,8 +154,7 @@ def map_labels(
             out[raw == int(value)] = int(cls)
         return out
     if binary is None:
-        binary = mode != "P" and bool(np.isin(raw, (0, 255)).all())
-        if binary:
+        if looks_binary(raw, mode):
             return (raw == 255).astype(np.int64)
     if binary:
         if mode == "P":  # palette indices, not grey levels: any class other than 0 is foreground

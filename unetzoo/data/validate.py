@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from unetzoo.data.io import DataError
+from unetzoo.data.io import DataError, looks_binary, map_labels, read_mask
 
 __all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
 
@@ -105,7 +105,51 @@ Checked = tuple[DataProblem | None, np.ndarray | None]
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int) -> Checked:
+def _auto_binary(ds: Dataset) -> bool:
+    """Whether ``ds`` decides mask by mask if a mask is 0/255 (``binary=None``, no label map,
+    the readers' own ``load_target``)."""
+    from unetzoo.data.datasets import PairedDataset
+
+    return (getattr(ds, "binary", False) is None and getattr(ds, "label_map", None) is None
+            and type(ds).load_target is PairedDataset.load_target)
+
+
+def _load_target(ds: Dataset, index: int, auto: bool, read_as: dict[str, dict[int, Path]]) -> np.ndarray:
+    """``ds.load_target(index)``. In auto mode it also notes in ``read_as`` the masks read as
+    0/255 ones (``"0/255"``: only 0 and 255, some 255) and those kept as index masks with
+    values beyond 0 and 1 (``"index"``); all-background and 0/1 masks read the same either way."""
+    if not auto:
+        return ds.load_target(index)
+    path = ds.files[index][1]
+    raw, mode = read_mask(path)
+    if looks_binary(raw, mode):
+        if (raw == 255).any():
+            read_as["0/255"][index] = path
+    elif (raw > 1).any():
+        read_as["index"][index] = path
+    return map_labels(raw, mode=mode)
+
+
+def _check_auto_binary(read_as: dict[str, list[Path]], num_classes: int, where: str) -> None:
+    """Auto mode reads each mask on its own. Refuse a dataset with both 0/255 masks and index
+    masks, or a multi-class one with 0/255 masks: there a mask holding only 0 and the ignore
+    value 255 would silently turn its ignored pixels into class 1."""
+    binary, index = read_as["0/255"], read_as["index"]
+    if not binary or (not index and num_classes <= 2):
+        return
+    found = (f"{len(binary)} mask(s) hold only 0 and 255 (e.g. {binary[0]}) and {len(index)} hold other "
+             f"values (e.g. {index[0]})" if index else
+             f"{len(binary)} mask(s) hold only 0 and 255 (e.g. {binary[0]}) but num_classes is {num_classes}")
+    raise DataError(
+        f"cannot tell how to read the masks of {where}: {found}. Auto mode would read the first as 0/255 "
+        "masks (255 -> class 1) and keep the others' values. Say which reading is meant: binary=False "
+        "(data.binary: false) for index masks where 255 means ignore, binary=True (data.binary: true) for "
+        "0/255 masks, or a label_map"
+    )
+
+
+def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int, auto: bool,
+                  read_as: dict[str, dict[int, Path]]) -> Checked:
     """One sample of a reader: image header, mask, sizes and label values."""
     image_path, mask_path = ds.files[index]
     try:
@@ -114,7 +158,7 @@ def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int) 
         msg = f"cannot read image {image_path}: {exc}; replace or remove it"
         return DataProblem(image_path, "unreadable", msg, index), None
     try:
-        mask = ds.load_target(index)
+        mask = _load_target(ds, index, auto, read_as)
     except _READ_ERRORS as exc:
         culprit = getattr(exc, "path", None)  # a DataError naming the file at fault, e.g. DRIVE's field-of-view mask
         if culprit is not None:
@@ -194,11 +238,16 @@ def validate_dataset(
         if problems:
             _raise(problems, where, none_left=True)
         raise DataError(f"dataset {where} is empty; check the folder and the file list")
-    check = _check_sample if hasattr(base, "files") and hasattr(base, "load_target") else _check_generic
+    readers = hasattr(base, "files") and hasattr(base, "load_target")
+    auto = readers and _auto_binary(base)
+    read_as: dict[str, dict[int, Path]] = {"0/255": {}, "index": {}}
     counts = np.zeros(num_classes, dtype=np.int64)
     ignored, good = 0, []
     for position, index in enumerate(indices):
-        problem, mask = check(base, index, num_classes, ignore_index)
+        if readers:
+            problem, mask = _check_sample(base, index, num_classes, ignore_index, auto, read_as)
+        else:
+            problem, mask = _check_generic(base, index, num_classes, ignore_index)
         if problem is not None:
             problems.append(problem)
             continue
@@ -208,6 +257,9 @@ def validate_dataset(
         ignored += int(mask.size - valid.size)
     if problems and not skip_bad:
         _raise(problems, where)
+    kept_indices = {indices[p] for p in good}
+    _check_auto_binary({k: [path for i, path in v.items() if i in kept_indices] for k, v in read_as.items()},
+                       num_classes, where)
     if not good:
         _raise(problems, where, none_left=True)
     kept = dataset if len(good) == len(indices) else Subset(dataset, good)
