@@ -303,6 +303,19 @@ def test_auto_mode_refuses_masks_it_would_read_two_ways(tmp_path):
     assert report.num_samples == 4 and report.class_pixels == [72, 24]
 
 
+def test_validate_refuses_grey_and_colour_images_that_keep_their_colour_model(tmp_path):
+    """With channels=None each image keeps its file's channels; a mix would fail at the first
+    batch, so validation names one of each and the fix. Converting them all is fine."""
+    _folder(tmp_path, n=3)
+    _save(tmp_path / "images" / "s1.png", np.zeros((8, 10)))  # grey among colour
+    with pytest.raises(DataError, match=r"1 grey \(e\.g\. .*s1\.png\) and 2 colour.*channels=1 or channels=3"):
+        validate_dataset(SegmentationFolder(tmp_path), num_classes=2)
+    for channels in (1, 3):
+        ds = SegmentationFolder(tmp_path, channels=channels)
+        assert validate_dataset(ds, num_classes=2).num_samples == 3
+        assert {ds[i][0].shape[0] for i in range(3)} == {channels}
+
+
 def test_validate_subset_and_generic_dataset(tmp_path):
     _folder(tmp_path, n=4)
     _save(tmp_path / "masks" / "s0.png", np.full((8, 10), 3))

@@ -17,6 +17,7 @@ from unetzoo.io import IMAGE_EXTENSIONS, _to_array  # one list of image types, o
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
+    "file_channels",
     "list_images",
     "looks_binary",
     "map_labels",
@@ -64,6 +65,11 @@ def open_image(path: Path) -> Image.Image:
         raise DataError(f"cannot read {path}: {exc}; replace or remove the file", path=Path(path)) from exc
 
 
+def file_channels(mode: str) -> int:
+    """Channels :func:`read_image` gives a file of PIL ``mode`` with ``channels=None``."""
+    return 1 if mode in _GREY_MODES else 3
+
+
 def read_image(path: Path, channels: int | None = None) -> np.ndarray:
     """Read an image as a float32 array ``C x H x W`` with values in [0, 1].
 
@@ -79,7 +85,7 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     im = open_image(path)
     if channels is None:
-        channels = 1 if im.mode in _GREY_MODES else 3
+        channels = file_channels(im.mode)
     # the same decoding as unetzoo.io.read_image (what predict() reads): 16-bit and float grey
     # images keep their values (repeated for 3 channels), rather than PIL's 8-bit conversion
     arr = _to_array(im, channels)

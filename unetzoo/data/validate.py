@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from unetzoo.data.io import DataError, looks_binary, map_labels, read_mask
+from unetzoo.data.io import DataError, file_channels, looks_binary, map_labels, read_mask
 
 __all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
 
@@ -75,17 +75,18 @@ def _base_and_indices(dataset: Dataset) -> tuple[Dataset, list[int]]:
     return dataset, indices
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height), after decoding the file: a truncated JPEG passes ``Image.verify``.
+def _image_size(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and the PIL mode, after decoding the file: a truncated JPEG passes
+    ``Image.verify``.
 
     JPEGs are decoded at 1/8 scale (``draft``), which still reads every byte of the file.
     """
     with Image.open(path) as im:
-        size = im.size
+        size, mode = im.size, im.mode
         if im.format == "JPEG":
             im.draft(im.mode, (max(size[0] // 8, 1), max(size[1] // 8, 1)))
         im.load()
-    return size
+    return size, mode
 
 
 def _check_labels(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
@@ -148,12 +149,27 @@ def _check_auto_binary(read_as: dict[str, list[Path]], num_classes: int, where: 
     )
 
 
+def _check_channels(seen: dict[int, list[Path]], where: str) -> None:
+    """With ``channels=None`` each image keeps its file's colour model; grey and colour files
+    in one dataset would fail at the first batch."""
+    seen = {c: paths for c, paths in seen.items() if paths}
+    if len(seen) > 1:
+        grey, colour = seen[1], seen[3]
+        raise DataError(
+            f"{where} mixes grey and colour images: {len(grey)} grey (e.g. {grey[0]}) and {len(colour)} colour "
+            f"(e.g. {colour[0]}); pass channels=1 or channels=3 (data.channels) to convert them all"
+        )
+
+
 def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int, auto: bool,
-                  read_as: dict[str, dict[int, Path]]) -> Checked:
-    """One sample of a reader: image header, mask, sizes and label values."""
+                  read_as: dict[str, dict[int, Path]], seen: dict[int, dict[int, Path]]) -> Checked:
+    """One sample of a reader: image header, mask, sizes and label values. Notes the masks'
+    reading in ``read_as`` (see :func:`_load_target`) and each image's channels in ``seen``."""
     image_path, mask_path = ds.files[index]
     try:
-        width, height = _image_size(image_path)
+        (width, height), mode = _image_size(image_path)
+        if getattr(ds, "channels", 0) is None:  # each file keeps its colour model: they must agree
+            seen.setdefault(file_channels(mode), {})[index] = image_path
     except _READ_ERRORS as exc:
         msg = f"cannot read image {image_path}: {exc}; replace or remove it"
         return DataProblem(image_path, "unreadable", msg, index), None
@@ -241,11 +257,12 @@ def validate_dataset(
     readers = hasattr(base, "files") and hasattr(base, "load_target")
     auto = readers and _auto_binary(base)
     read_as: dict[str, dict[int, Path]] = {"0/255": {}, "index": {}}
+    seen: dict[int, dict[int, Path]] = {}  # channels -> {index: image path}, when the files decide
     counts = np.zeros(num_classes, dtype=np.int64)
     ignored, good = 0, []
     for position, index in enumerate(indices):
         if readers:
-            problem, mask = _check_sample(base, index, num_classes, ignore_index, auto, read_as)
+            problem, mask = _check_sample(base, index, num_classes, ignore_index, auto, read_as, seen)
         else:
             problem, mask = _check_generic(base, index, num_classes, ignore_index)
         if problem is not None:
@@ -260,6 +277,7 @@ def validate_dataset(
     kept_indices = {indices[p] for p in good}
     _check_auto_binary({k: [path for i, path in v.items() if i in kept_indices] for k, v in read_as.items()},
                        num_classes, where)
+    _check_channels({c: [path for i, path in v.items() if i in kept_indices] for c, v in seen.items()}, where)
     if not good:
         _raise(problems, where, none_left=True)
     kept = dataset if len(good) == len(indices) else Subset(dataset, good)
