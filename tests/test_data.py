@@ -427,6 +427,25 @@ def test_elastic_deformation_keeps_image_and_mask_aligned():
         assert set(warped.unique().tolist()) <= {0, 1, 2, 255}  # nearest-neighbour labels, ignore fill
 
 
+def test_elastic_deformation_takes_images_smaller_than_its_kernel():
+    """torchvision's field smoothing fails on a side of 4 sigma or less; such images get the
+    largest sigma they take, and bigger ones draw exactly what torchvision draws."""
+    t = build_transforms(True, scale=None, hflip=0.0, elastic=1.0, elastic_alpha=30.0, elastic_sigma=5.0)
+    for side in (1, 2, 16, 20, 21):
+        image, mask = _aligned_sample(side) if side >= 8 else (
+            tv_tensors.Image(torch.zeros(3, side, side)), tv_tensors.Mask(torch.zeros(side, side, dtype=torch.long)))
+        out_image, out_mask = t(image, mask)
+        assert out_image.shape == image.shape and out_mask.shape == mask.shape
+    image, mask = _aligned_sample(64)
+    plain = v2.ElasticTransform(alpha=30.0, sigma=5.0, interpolation=v2.InterpolationMode.BILINEAR,
+                                fill={tv_tensors.Image: 0.0, tv_tensors.Mask: 255})
+    ours = next(s for s in t.transforms if isinstance(s, v2.RandomApply)).transforms[0]
+    torch.manual_seed(3)
+    warped = ours(image, mask)[1]
+    torch.manual_seed(3)
+    assert torch.equal(warped, plain(image, mask)[1]) and not torch.equal(warped, mask)
+
+
 def test_blur_smooths_the_image_with_the_drawn_sigma_and_leaves_the_mask():
     image, mask = _aligned_sample(64)
     t = build_transforms(True, scale=None, hflip=0.0, blur=1.0, blur_sigma=(1.5, 1.5))

@@ -173,7 +173,7 @@ def build_transforms(
     steps: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]  # images only; masks keep their dtype
     if train:
         if elastic > 0:
-            deform = v2.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma, interpolation=_BILINEAR, fill=fill)
+            deform = _Elastic(alpha=elastic_alpha, sigma=elastic_sigma, interpolation=_BILINEAR, fill=fill)
             steps.append(v2.RandomApply([deform], p=elastic))
         if transpose > 0:  # before the crop, so that a non-square crop keeps its (h, w)
             steps.append(RandomTranspose(transpose))
@@ -213,6 +213,28 @@ class _UnitRange(v2.Transform):
                 f"data.transforms.{self.step}=0"
             )
         return inpt
+
+
+class _Elastic(v2.ElasticTransform):
+    """``v2.ElasticTransform`` that also takes images no bigger than about 4 sigma a side.
+
+    torchvision smooths the displacement field with a Gaussian kernel of ``8 * sigma + 1``
+    pixels and reflect padding, which fails on a side of ``4 * sigma`` pixels or less (20 px at
+    the default sigma of 5). Such images get the largest sigma they can take instead: the same
+    random numbers are drawn, so the size does not change what later samples get.
+    """
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        limit = (min(height, width) - 1) / 4.0  # the kernel's half-width 4 * sigma stays under the side
+        sigma = self.sigma
+        if max(sigma) <= limit:
+            return super().make_params(flat_inputs)
+        self.sigma = [min(s, limit) for s in sigma]
+        try:
+            return super().make_params(flat_inputs)
+        finally:
+            self.sigma = sigma
 
 
 def _gaussian_blur(sigma: Sequence[float]) -> v2.GaussianBlur:
