@@ -12,7 +12,10 @@ with valid convolutions (unet-original) accept the sizes they accept in eager mo
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +222,27 @@ def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) ->
         return torch.jit.script(_PadToStride(core, m)) if m else core
 
 
+@contextlib.contextmanager
+def _held_logs(name: str) -> Iterator[list[logging.LogRecord]]:
+    """Keep what logger ``name`` logs from reaching the console (onnxscript prints a whole
+    traceback when a version conversion fails) and hand the records to the caller."""
+    held: list[logging.LogRecord] = []
+    logger = logging.getLogger(name)
+
+    class _Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    handler, propagate = _Hold(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield held
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def save_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike, *, opset: int | None = None) -> Path:
     """Translate an exported program (see :func:`export_program`) to ONNX and write it."""
     try:
@@ -226,13 +250,16 @@ def save_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike, *,
     except ImportError as err:
         raise ImportError("ONNX export needs onnx and onnxscript: pip install 'unetzoo[export]'") from err
     kwargs = {"opset_version": opset} if opset else {}
-    onnx_program = torch.onnx.export(
-        program, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, **kwargs
-    )
+    with _held_logs("onnxscript.version_converter") as held:
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, **kwargs
+        )
     written = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset and written != opset:  # torch logs the failed conversion and keeps its own opset
-        raise ValueError(f"{path}: torch's ONNX exporter could not convert this model to opset {opset} (it stays at "
-                         f"opset {written}); use opset {written} or newer, or leave the opset unset")
+    if opset and written != opset:  # the converter gave up and torch kept its own opset
+        reasons = [str(r.exc_info[1]).rsplit(": ", 1)[-1] for r in held if r.exc_info and r.exc_info[1]]
+        why = f" ({reasons[-1]})" if reasons else ""
+        raise ValueError(f"{path}: torch's ONNX exporter could not convert this model to opset {opset}{why}; it "
+                         f"stays at opset {written}: use opset {written} or newer, or leave the opset unset")
     onnx_program.save(str(path))
     return Path(path)
 
