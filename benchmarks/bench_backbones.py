@@ -52,8 +52,10 @@ NOTES = [
     "and matmuls). Training-step GFLOPs count forward + backward.",
     "Peak memory: the process's resident set high-water mark (ru_maxrss, RSS sampled every 5 ms) from the model "
     "at rest through its first calls (the FLOP count, the saved-activation count and the warm-up calls, each "
-    "case in a fresh process); '+MB' is the increase over the model's resting footprint. The timed calls run without "
-    "the sampling thread. RSS also moves with the allocator (freed memory kept, fragmentation), so training cases "
+    "case in a fresh process); '+MB' is the increase over the model's resting footprint, taken after the C heap "
+    "has handed back the memory the build freed (malloc_trim; smp's VGG encoder frees a 411 MB classifier, which "
+    "would otherwise serve its activations unseen). The timed calls run without "
+    "the sampling thread. RSS also moves with the allocator (fragmentation), so training cases "
     "also report the bytes autograd saves for the backward pass (exact, torch.autograd.graph.saved_tensors_hooks).",
 ]
 

@@ -131,6 +131,40 @@ def test_memory_monitor_sees_a_large_allocation():
     assert int(out.stdout.split()[-1]) >= 48 * 2**20
 
 
+_WASTEFUL_BUILDER = """
+import torch
+from torch import nn
+
+
+class Scratchy(nn.Module):
+    def forward(self, x):
+        scratch = x.new_ones(64 << 20)  # 256 MiB of working memory per call, touched
+        return x * 2 + scratch[0]
+
+
+def Wasteful(num_classes=2):
+    # like smp's VGG encoder, which builds torchvision's 411 MB classifier and drops it
+    freed = torch.ones(512 << 20, dtype=torch.uint8)
+    del freed
+    return Scratchy()
+"""
+
+
+def test_memory_growth_is_not_hidden_by_memory_the_build_freed(tmp_path):
+    """With the tuned allocator a network whose build freed 512 MiB would serve its 256 MiB of
+    working memory from that kept heap, and its RSS growth would read about 0 MB: the case hands
+    the free heap back first. Run in a fresh process, as the benchmarks run each case."""
+    from dataclasses import asdict
+
+    from unetzoo.bench.runner import run_isolated
+
+    builder = tmp_path / "wasteful.py"
+    builder.write_text(_WASTEFUL_BUILDER)
+    row = run_isolated(asdict(Case(f"{builder}:Wasteful", size=32, warmup=1, repeats=1)))
+    assert "error" not in row, row.get("error")
+    assert row["mem_increase_mb"] >= 200, row["mem_increase_mb"]
+
+
 def test_fractions_use_the_higher_of_the_peaks_before_and_after_the_cases():
     from unetzoo.bench.run import combine_peaks
     from unetzoo.bench.runner import add_peak_fraction

@@ -79,6 +79,35 @@ def test_fast_path_tunes_the_allocator_unless_told_not_to(restore_allocator):
     assert model.inference_options["cpu_allocator_tuned"] is True and cpu_memory.cpu_allocator_tuned()
 
 
+_RELEASE_PROBE = """
+import sys, psutil, torch
+from unetzoo import cpu_memory
+
+assert cpu_memory.tune_cpu_allocator()
+t = torch.ones(256 << 20, dtype=torch.uint8)  # touched, so resident
+del t
+kept = psutil.Process().memory_info().rss
+if sys.argv[1] == "release":
+    assert cpu_memory.release_free_memory()
+print(kept - psutil.Process().memory_info().rss)
+"""
+
+
+def _rss_given_back(how: str) -> int:
+    proc = subprocess.run([sys.executable, "-c", _RELEASE_PROBE, how], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+@glibc
+def test_release_free_memory_hands_the_kept_heap_back():
+    """What the benchmarks call before measuring RSS growth: a freed 256 MiB tensor stays
+    resident with the tuned setting, and leaves after release_free_memory()."""
+    assert _rss_given_back("keep") < 16 << 20
+    assert _rss_given_back("release") > 200 << 20
+
+
 def test_other_c_libraries_are_left_alone(monkeypatch):
     monkeypatch.setattr(cpu_memory.platform, "libc_ver", lambda: ("", ""))
     assert cpu_memory.tune_cpu_allocator() is False
+    assert cpu_memory.release_free_memory() is False

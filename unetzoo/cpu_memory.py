@@ -29,7 +29,7 @@ import os
 import platform
 import threading
 
-__all__ = ["auto_tune_cpu_allocator", "cpu_allocator_tuned", "tune_cpu_allocator"]
+__all__ = ["auto_tune_cpu_allocator", "cpu_allocator_tuned", "release_free_memory", "tune_cpu_allocator"]
 
 ENV_VAR = "UNETZOO_CPU_ALLOCATOR"
 # mallopt parameters (malloc.h) and glibc's defaults, restored by tune_cpu_allocator(False)
@@ -41,13 +41,17 @@ _lock = threading.Lock()
 _tuned = False
 
 
-def _mallopt():
+def _glibc(function: str):
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(None).mallopt
+        return getattr(ctypes.CDLL(None), function)
     except (OSError, AttributeError):
         return None
+
+
+def _mallopt():
+    return _glibc("mallopt")
 
 
 def tune_cpu_allocator(enable: bool = True) -> bool:
@@ -88,3 +92,19 @@ def auto_tune_cpu_allocator() -> bool:
     if setting == "default":
         return _tuned
     return _tuned or tune_cpu_allocator(True)
+
+
+def release_free_memory() -> bool:
+    """Hand the memory the C heap holds free back to the operating system (``malloc_trim(0)``).
+
+    With the tuned setting, memory freed by earlier work stays in the process (its RSS does not
+    fall) and is reused by the next allocations; measure RSS growth after this call, or a
+    process that happened to free a lot before (smp's VGG encoder builds and drops a 411 MB
+    classifier) looks as if it needed less. Returns whether the C library is glibc (elsewhere
+    nothing is done).
+    """
+    trim = _glibc("malloc_trim")
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -203,6 +203,8 @@ def run_case(case: Case) -> dict[str, Any]:
     # activations each run the network once, then the warm-up calls (the first training step also
     # creates the optimizer state); a step's allocations are the same every call. The timed calls
     # then run without the sampling thread, which would otherwise compete with the compute threads.
+    if device.type == "cpu":  # RSS growth from live memory only: free heap kept from the build goes back
+        cpu_memory.release_free_memory()
     with MemoryMonitor(device, interval=0.005) as mem:
         if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
             with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
