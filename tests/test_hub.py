@@ -378,6 +378,49 @@ def test_timm_encoder_weights_through_the_hub(hub_env, tmp_path, monkeypatch):
     assert torch.equal(again.encoder.model.conv1.weight, state["conv1.weight"])
 
 
+@pytest.fixture
+def dropping_server():
+    """A TCP server that accepts each connection and closes it at once: a mirror or proxy that
+    resets. The network probe gets through; every request then fails."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_timm_weights_come_from_the_cache_when_the_server_resets(hub_env, dropping_server, tmp_path, monkeypatch):
+    """Offline first: weights already in the Hugging Face cache load although the endpoint
+    resets every connection; uncached ones give the usual error listing where unetzoo looked."""
+    from unetzoo.weights import WeightsNotFoundError
+
+    torch.manual_seed(6)
+    state = timm.create_model("resnet18").state_dict()
+    hub_env.publish("timm/resnet18.a1_in1k", _timm_repo(tmp_path / "timm", "resnet18", "a1_in1k", state))
+    unetzoo.create("unet-resnet18", pretrained=True, num_classes=2)  # fills the cache
+    monkeypatch.setenv("HF_ENDPOINT", dropping_server)
+    again = unetzoo.create("unet-resnet18", pretrained=True, num_classes=2)
+    assert torch.equal(again.encoder.model.conv1.weight, state["conv1.weight"])
+    with pytest.raises(WeightsNotFoundError, match=r"(?s)resnet34\.a1_in1k.*failed \("):
+        unetzoo.create("unet-resnet34", pretrained=True, num_classes=2)
+
+
 def test_cli_pull_in_a_fresh_process(saved, hub_server, tmp_path):
     _, folder, x, expected = saved
     commit = hub_server.publish("org/pulled", folder)

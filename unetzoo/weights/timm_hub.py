@@ -73,9 +73,10 @@ def timm_repo_id(location: str) -> str:
 
 
 def fetch_timm(search: Search) -> Path | None:
-    """Find the timm weights of ``search.weights``: Hugging Face cache, then one download."""
+    """Find the timm weights of ``search.weights``: the Hugging Face cache first (a cached file
+    needs no network, and a failing one must not hide it), then one download."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     weights = search.weights
     if weights.location.startswith(("http://", "https://")):
@@ -85,28 +86,30 @@ def fetch_timm(search: Search) -> Path | None:
     repo, endpoint, cache = timm_repo_id(weights.location), hf_endpoint(), hf_cache_dir()
     blocked = network_block_reason(endpoint)
     search.hint(f"download once with network (cached in {cache}; HF_HOME moves it), or set HF_ENDPOINT to a mirror")
-    not_cached = []
-    for filename in [weights.filename] if weights.filename else _HUB_FILES:
+    filenames = [weights.filename] if weights.filename else list(_HUB_FILES)
+
+    def download(filename: str, offline: bool) -> Path:
+        return Path(hf_hub_download(repo, filename, revision=weights.revision, cache_dir=cache, endpoint=endpoint,
+                                    local_files_only=offline))
+
+    for filename in filenames:
         try:
-            return Path(
-                hf_hub_download(
-                    repo,
-                    filename,
-                    revision=weights.revision,
-                    cache_dir=cache,
-                    endpoint=endpoint,
-                    local_files_only=blocked is not None,
-                )
-            )
+            return download(filename, offline=True)
         except LocalEntryNotFoundError:
-            not_cached.append(filename)
-        except EntryNotFoundError:
-            search.tried(f"{endpoint}/{repo}", f"has no {filename}")
-        except (HfHubHTTPError, OSError) as err:
-            search.tried(f"{endpoint}/{repo}", f"failed ({str(err).splitlines()[0]})")
-            break
-    if not_cached:
-        search.tried(f"Hugging Face cache {cache}", f"no {repo} file ({' or '.join(not_cached)})")
+            continue
+    search.tried(f"Hugging Face cache {cache}", f"no {repo} file ({' or '.join(filenames)})")
     if blocked:
         search.tried(f"download from {endpoint}/{repo}", f"skipped ({blocked})")
+        return None
+    for filename in filenames:
+        try:
+            return download(filename, offline=False)
+        except LocalEntryNotFoundError as err:  # the client could not reach the server
+            search.tried(f"{endpoint}/{repo}", f"failed ({str(err).splitlines()[0]})")
+            break
+        except EntryNotFoundError:
+            search.tried(f"{endpoint}/{repo}", f"has no {filename}")
+        except Exception as err:  # noqa: BLE001 - HTTP errors, resets, proxies: reported with the other places
+            search.tried(f"{endpoint}/{repo}", f"failed ({type(err).__name__}: {str(err).splitlines()[0]})")
+            break
     return None
