@@ -143,6 +143,18 @@ def test_fixed_size_backbones_predict_any_image_size_in_tiles_of_their_size():
         unetzoo.predict(model, small, tile=256)
 
 
+@pytest.mark.parametrize("name", ["unet-levit_128s", "unet-efficientvit_m0"])
+def test_fixed_size_backbones_whose_size_is_no_multiple_of_their_stride(name):
+    """LeViT and EfficientViT take only 224x224 but reduce by 64: the model must not pad 224 up
+    to 256 (which the backbone refuses), and predict tiles any image in 224 windows."""
+    torch.manual_seed(0)
+    model = unetzoo.create(name, num_classes=2).eval()
+    assert model.encoder.output_stride == 64 and model.encoder.fixed_input_size == (224, 224)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 2, 224, 224)
+    assert unetzoo.predict(model, torch.rand(3, 300, 250)).shape == (2, 300, 250)
+
+
 def test_backbones_of_unpadded_convolutions_still_give_input_sized_logits():
     """inception_v3's features fall a few pixels short of input / stride (125 for 256 / 2), so the
     decoder's 2x steps end short of the input: the logits are resized to the padded input."""
