@@ -246,6 +246,25 @@ def test_pretrained_weights_load_into_timm_backbones_wrapped_whole_as_body(tmp_p
         assert torch.equal(value, state[key.removeprefix("body.")]), key
 
 
+def test_in_chans_adapts_every_stem_convolution_of_parallel_stems(tmp_path, no_network):
+    """RepVGG's stem runs a 3x3 and a 1x1 convolution side by side on the image (timm's
+    first_conv is a tuple): both are adapted to one input channel."""
+    from unetzoo.encoders.base import adapt_input_conv
+
+    torch.manual_seed(6)
+    state = timm.create_model("repvgg_a0").state_dict()
+    save_file(state, tmp_path / "repvgg_a0.safetensors")
+    model = unetzoo.create("unet-repvgg_a0", pretrained=tmp_path / "repvgg_a0.safetensors", in_chans=1)
+    assert model.encoder.first_conv == ("stem.conv_kxk.conv", "stem.conv_1x1.conv")
+    loaded = model.encoder.model.state_dict()
+    for name in model.encoder.first_conv:
+        key = f"{name}.weight"
+        local = next(k for k in loaded if k.endswith(key))
+        assert loaded[local].shape[1] == 1
+        assert torch.equal(loaded[local], adapt_input_conv(state[key], 1)), key
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, model.num_classes, 64, 64)
+
+
 def test_pretrained_folder_of_a_saved_model_loads_its_encoder(tmp_path, no_network):
     torch.manual_seed(4)
     donor = unetzoo.create("unet-mobilenetv3_small_050", num_classes=5, decoder_channels=(16, 16, 8, 8, 8))

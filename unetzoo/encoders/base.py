@@ -18,12 +18,13 @@ class Encoder(nn.Module):
         channels: channels of each feature.
         reductions: stride of each feature relative to the input (1, 2, 4, ...).
         first_conv: name, in the backbone's *native* key layout, of the first convolution
-            (``"conv1"``, ``"features.0"``): the weight that ``in_chans`` adaptation rewrites.
+            (``"conv1"``, ``"features.0"``): the weight that ``in_chans`` adaptation rewrites;
+            a tuple of names for stems with parallel input convolutions (RepVGG, MobileOne).
     """
 
     channels: tuple[int, ...]
     reductions: tuple[int, ...]
-    first_conv: str
+    first_conv: str | tuple[str, ...]
     in_chans: int
 
     def stages(self) -> list[nn.Module]:
@@ -114,9 +115,11 @@ def load_native_state_dict(
     ``source`` and the first few offending keys.
     """
     state_dict = dict(state_dict)
-    conv_key = f"{encoder.first_conv}.weight"
-    if conv_key in state_dict:
-        state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], encoder.in_chans)
+    first = encoder.first_conv
+    for name in (first,) if isinstance(first, str) else first:  # parallel stem convolutions: each one
+        conv_key = f"{name}.weight"
+        if name and conv_key in state_dict:
+            state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], encoder.in_chans)
     mapped, unused = encoder.native_to_local(state_dict)
     native = encoder.native_keys()
     foreign = sorted((k for k in unused if native is not None and k not in native),

@@ -47,7 +47,8 @@ class TimmEncoder(Encoder):
         self.channels = tuple(self.model.feature_info.channels())
         self.reductions = tuple(self.model.feature_info.reduction())
         cfg = self.model.pretrained_cfg
-        self.first_conv = cfg.get("first_conv") or ""
+        first_conv = cfg.get("first_conv") or ""
+        self.first_conv = first_conv if isinstance(first_conv, str) else tuple(first_conv)
         # token models (ViT, Swin, ...) are built for one input size; say so instead of failing deep inside
         self.fixed_input_size = tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
         self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
