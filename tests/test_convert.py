@@ -246,6 +246,17 @@ def test_checkpoint_for_another_model_names_the_right_one(tmp_path):
     assert str(path) in str(err.value)
 
 
+def test_a_whole_seed_checkpoint_given_as_pretrained_points_to_checkpoint(tmp_path):
+    """pretrained= takes backbone weights; a bubbliiiing model's whole checkpoint there is a
+    mix-up the error names, with the call that loads it."""
+    torch.manual_seed(0)
+    path = _save(bubbliiiing.Unet(2, "vgg").state_dict(), tmp_path)
+    with pytest.raises(ValueError, match=r"is a whole bubbliiiing/unet-pytorch Unet\(backbone='vgg'\) checkpoint, not "
+                                         r"backbone weights: load it with unetzoo\.create\('unet-vgg16', checkpoint="):
+        unetzoo.create("unet-vgg16", pretrained=path, num_classes=2)
+    assert unetzoo.create("unet-vgg16", checkpoint=path).num_classes == 2
+
+
 def test_pickle_that_needs_code_is_refused(tmp_path):
     path = _save({"model": nn.Conv2d(1, 1, 1)}, tmp_path)  # a whole pickled module
     with pytest.raises(ValueError, match=r"torch\.nn\.modules\.conv\.Conv2d.*weights only") as err:

@@ -155,9 +155,26 @@ def load_encoder_weights(
     if whole_model:
         _load_model_encoder(encoder, state_dict, source)
         return
-    unused = load_native_state_dict(encoder, _to_native(state_dict, key_format), source=source)
+    try:
+        unused = load_native_state_dict(encoder, _to_native(state_dict, key_format), source=source)
+    except ValueError as err:
+        seed = _seed_checkpoint_format(state_dict)
+        if seed is None:
+            raise
+        model_name = seed.model or "the model it was saved from"
+        raise ValueError(
+            f"{source} is a whole {seed.description} checkpoint, not backbone weights: load it with "
+            f"unetzoo.create({model_name!r}, checkpoint=...) (unetzoo convert turns it into a saved model)"
+        ) from err
     if unused:
         logger.info("%s: %d keys not used by the encoder (e.g. the classifier): %s", source, len(unused), unused[:3])
+
+
+def _seed_checkpoint_format(state_dict: dict[str, torch.Tensor]):
+    """The seed project whose whole-model checkpoint ``state_dict`` is, or ``None``."""
+    from unetzoo.convert import checkpoint_formats
+
+    return next((f for f in checkpoint_formats() if f.model is not None and f.matches(state_dict)), None)
 
 
 def _weights_guess(spec: ModelSpec, tag: str | None) -> WeightsSpec | None:
