@@ -91,7 +91,9 @@ def _torch_load(path: Path) -> Any:
         raise ValueError(
             f"cannot read {path} safely: it holds a pickled {found[1]} object, which would run code to load. "
             "unetzoo reads weights only. If you trust the file, re-save just its weights in a separate "
-            "trusted session, e.g. torch.save(torch.load(path, weights_only=False).state_dict(), 'weights.pth')"
+            "trusted session: obj = torch.load(path, weights_only=False), then "
+            "torch.save(obj.state_dict(), 'weights.pth') for a whole pickled model, or for a training "
+            "dict the entry that holds the weights, e.g. torch.save(obj['model'], 'weights.pth')"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {err}") from None
