@@ -12,6 +12,7 @@ from unetzoo.fast import (
     FOLD_RTOL,
     example_input,
     fold_batchnorm,
+    native_bf16_supported,
     optimize_for_inference,
     preferred_dtype,
     relative_error,
@@ -199,6 +200,48 @@ def test_mkldnn_fusion_can_be_switched_off_and_is_refused_where_unsupported():
     assert not any(isinstance(m, MkldnnConv2d) for m in fast.modules())
     with pytest.raises(ValueError, match="mkldnn=True needs"):
         optimize_for_inference(unetzoo.create("unet-resnet18"), dtype=torch.float16, mkldnn=True)
+
+
+@needs_mkldnn
+def test_a_failed_fusion_puts_the_model_back_or_is_skipped(monkeypatch):
+    """Asked for (mkldnn=True), a fusion that fails its check raises and leaves the model as it
+    was: float32, default layout, batch norms unfolded, the same outputs, optimizable again.
+    Chosen by default, it is skipped with a warning and the model still works."""
+    import unetzoo.fast_mkldnn
+
+    def failing(model, example, **kwargs):
+        raise RuntimeError("oneDNN fusion changed the output (simulated)")
+
+    torch.manual_seed(0)
+    model = _randomize_norms(unetzoo.create("unet-resnet18", num_classes=2, decoder_norm="bn",
+                                            decoder_channels=(32, 16, 16, 8)))
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        want = model(x)
+    bns = _bn_count(model)
+    monkeypatch.setattr(unetzoo.fast_mkldnn, "fuse_mkldnn", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        optimize_for_inference(model, dtype=torch.bfloat16, mkldnn=True)
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and _bn_count(model) == bns
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert getattr(model, "inference_options", None) is None and not model._forward_pre_hooks
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+    if native_bf16_supported("cpu"):  # where the default turns the fusion on
+        with pytest.warns(RuntimeWarning, match="oneDNN fusion skipped: .*simulated"):
+            fast = optimize_for_inference(model, dtype=torch.bfloat16)
+        assert fast.inference_options["mkldnn_convs"] == 0
+        with torch.no_grad():
+            got = fast(x)
+        assert got.dtype == torch.float32 and relative_error(got, want) < BF16_RTOL
+
+
+@pytest.mark.parametrize("name, options", [("unet-classic", {"base_c": 4}), ("unet-original", {})])
+def test_float32_fast_path_returns_logits_in_the_default_layout(name, options):
+    model = unetzoo.create(name, num_classes=2, **options)
+    x = torch.randn(1, model.in_chans, 188, 188) if name == "unet-original" else torch.randn(1, 3, 64, 64)
+    out = optimize_for_inference(model, dtype=torch.float32)(x)
+    assert out.is_contiguous() and out.view(-1).numel() == out.numel()
 
 
 @needs_mkldnn
