@@ -96,6 +96,28 @@ def test_torchscript_pads_and_crops_any_size(tmp_path):
         torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    """Exporting runs the model in eval mode and float32; the caller's training mode and
+    bfloat16 weights are back afterwards, unchanged."""
+    model = _model("unet-resnet18").train().to(torch.bfloat16)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for fmt, name in (("torchscript", "m.ts"), ("exported-program", "m.pt2")):
+        export_model(model, tmp_path / name, format=fmt)
+        assert all(m.training for m in model.modules())
+        assert all(torch.equal(v, model.state_dict()[k]) and v.dtype == model.state_dict()[k].dtype
+                   for k, v in state.items())
+
+
+def test_torchscript_traces_backbones_that_cannot_run_below_the_stride(tmp_path):
+    """inception_v3 cannot run 64 px; the trace size is rounded up to the stride, not down."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-inception_v3", num_classes=2, decoder_channels=(16, 16, 16, 16)).eval()
+    loaded = _jit_load(export_model(model, tmp_path / "inception.ts", format="torchscript"))
+    x = torch.randn(1, 3, 100, 120)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-3)
+
+
 def test_compile_fullgraph_captures_without_graph_breaks():
     """fullgraph=True fails on any graph break; the eager backend skips the slow C++ codegen
     (inductor runs in the slow tests below)."""

@@ -236,6 +236,23 @@ def test_a_failed_fusion_puts_the_model_back_or_is_skipped(monkeypatch):
         assert got.dtype == torch.float32 and relative_error(got, want) < BF16_RTOL
 
 
+def test_example_input_is_a_size_the_network_runs():
+    """inception_v3 passes the input check at 64 px but cannot run it (unpadded convolutions): the
+    probe input is one it runs, found without moving norm statistics or training modes, and the
+    fast path then works."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-inception_v3", num_classes=2, decoder_channels=(16, 16, 16, 16)).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    x = example_input(model)
+    assert x.shape[-1] > 64 and all(m.training for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    probe = torch.randn(1, 3, 100, 120)
+    with torch.no_grad():
+        want = model.eval()(probe)
+    fast = optimize_for_inference(model, dtype=torch.float32)
+    assert relative_error(fast(probe), want) <= FOLD_RTOL
+
+
 @pytest.mark.parametrize("name, options", [("unet-classic", {"base_c": 4}), ("unet-original", {})])
 def test_float32_fast_path_returns_logits_in_the_default_layout(name, options):
     model = unetzoo.create(name, num_classes=2, **options)

@@ -167,15 +167,33 @@ def export_program(
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` with batch, height and width symbolic (``Dim.AUTO``: dimensions
     the network constrains, e.g. unet-original's sizes, are kept as exported guards)."""
-    model = model.eval()
-    x = export_example(model) if example is None else example
-    model = static_same_padding(model, x)
-    shapes = None
-    if dynamic:
-        auto = torch.export.Dim.AUTO
-        shapes = ({0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
-    with torch.no_grad():
-        return torch.export.export(model, (x,), dynamic_shapes=shapes, strict=strict)
+    with _exporting(model):
+        x = export_example(model) if example is None else example
+        model = static_same_padding(model, x)
+        shapes = None
+        if dynamic:
+            auto = torch.export.Dim.AUTO
+            shapes = ({0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
+        with torch.no_grad():
+            return torch.export.export(model, (x,), dynamic_shapes=shapes, strict=strict)
+
+
+@contextlib.contextmanager
+def _exporting(model: nn.Module, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """The model in eval mode (and ``dtype``) for an export, and back as the caller had it after:
+    training modes, and the dtype (float32 holds bfloat16/float16 weights exactly)."""
+    modes = {m: m.training for m in model.modules()}
+    original = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    model.eval()
+    if dtype is not None and original not in (None, dtype):
+        model.to(dtype)
+    try:
+        yield
+    finally:
+        if dtype is not None and original not in (None, dtype):
+            model.to(original)
+        for m, mode in modes.items():
+            m.training = mode
 
 
 class _PadToStride(nn.Module):
@@ -210,16 +228,17 @@ def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) ->
     import warnings
 
     warnings.warn(TORCHSCRIPT_DEPRECATED, FutureWarning, stacklevel=2)
-    model = model.eval()
-    x = export_example(model) if example is None else example
-    m = getattr(model, "pad_multiple", None)
-    if m:
-        x = x[..., : x.shape[-2] // m * m or m, : x.shape[-1] // m * m or m]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python-int shapes: harmless here
-        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)  # said above
-        core = torch.jit.trace(model, x, check_trace=False)
-        return torch.jit.script(_PadToStride(core, m)) if m else core
+    with _exporting(model):
+        x = export_example(model) if example is None else example
+        m = getattr(model, "pad_multiple", None)
+        if m:  # up to the stride, not down: some backbones (inception) cannot run the smaller size
+            h, w = (-(-n // m) * m for n in x.shape[-2:])
+            x = torch.randn(*x.shape[:-2], h, w, dtype=x.dtype, device=x.device)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python-int shapes: harmless here
+            warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)  # said above
+            core = torch.jit.trace(model, x, check_trace=False)
+            return torch.jit.script(_PadToStride(core, m)) if m else core
 
 
 @contextlib.contextmanager
@@ -290,13 +309,13 @@ def export_model(
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"{path}: torch.export.load only reads .pt2 archives; name the file {path.with_suffix('.pt2')}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval()
-    if format == "onnx":
-        save_onnx(export_program(model, example, dynamic=dynamic), path, opset=opset)
-    elif format == "exported-program":
-        torch.export.save(export_program(model, example, dynamic=dynamic), str(path))
-    else:
-        export_torchscript(model, example).save(str(path))  # warns: TorchScript is deprecated
+    with _exporting(model, torch.float32):  # the caller's model is left as it was
+        if format == "onnx":
+            save_onnx(export_program(model, example, dynamic=dynamic), path, opset=opset)
+        elif format == "exported-program":
+            torch.export.save(export_program(model, example, dynamic=dynamic), str(path))
+        else:
+            export_torchscript(model, example).save(str(path))  # warns: TorchScript is deprecated
     return path
 
 

@@ -93,19 +93,40 @@ def example_input(model: nn.Module, *, batch: int = 1, device: torch.device | st
     border = getattr(model, "border", 0) or 0
     start = 2 * border + max(2 * (getattr(model, "pad_multiple", None) or 16), 32)
     check = getattr(model, "check_input", None)
+    failure = None
     for side in range(start, start + 129):
         x = torch.randn(batch, in_chans, side, side, device=device)
         if check is None:
             return x
         try:
             check(x)
-            return x
         except ValueError:
             continue
+        # backbones of unpadded convolutions (inception) pass the check at sizes they cannot run
+        failure = _fails_on(model, x[:1])
+        if failure is None:
+            return x
+    why = f" (the last size tried failed: {failure})" if failure else ""
     raise ValueError(
-        f"could not find a valid input size for {type(model).__name__} between {start} and {start + 128}; "
+        f"could not find a valid input size for {type(model).__name__} between {start} and {start + 128}{why}; "
         "pass example_input=torch.randn(1, C, H, W) explicitly"
     )
+
+
+def _fails_on(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Why ``model`` cannot run ``x`` (a RuntimeError's first line), or ``None`` if it can. Runs
+    in eval mode, without gradients: norm statistics and training modes are left as they were."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+        return None
+    except RuntimeError as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
 _example_input = example_input  # optimize_for_inference's argument of that name shadows it
