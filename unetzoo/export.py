@@ -8,6 +8,12 @@
 All three accept any batch size and, for same-size networks, any height and width: the
 padding to the encoder's stride and the crop back are part of the exported graph. Networks
 with valid convolutions (unet-original) accept the sizes they accept in eager mode.
+
+One exception: a ``torch.export`` program refuses heights or widths of the encoder's stride
+or less (32 px for most backbones), where the deepest feature is 1 px: batch norm and
+interpolation branch on that size, and the export records guards against it. Exporting
+size-obliviously lifts that for ResNets but makes ConvNeXt refuse batch 1 and fails for
+unet-original, so it is not done.
 """
 
 from __future__ import annotations
