@@ -128,6 +128,32 @@ def test_resume_says_that_new_optimizer_settings_are_not_applied(tmp_path: Path,
     resumed = fit({**cfg, "epochs": 3, "optimizer": {**cfg["optimizer"], "lr": 0.5}, "resume": True})
     assert "note: optimizer.lr not applied: the optimizer continues with the saved run's settings" in capsys.readouterr().out
     assert resumed.history[1]["lr"] == pytest.approx(_expected_lrs(0.01, steps_per_epoch=3, epochs=3)[1], rel=1e-9)
+    # the run records the settings it trains with, so a later resume compares against those
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optimizer"]["lr"] == 0.01
+    assert load_state(resumed.state_path)["config"]["optimizer"]["lr"] == 0.01
+
+
+def test_a_fresh_run_sets_the_earlier_one_aside_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Starting afresh over a finished run moves it to previous/ at once: a fresh run killed
+    before its first epoch leaves no state that --resume would take for its own, and the
+    earlier run's best model is kept."""
+    from unetzoo.train import TrainConfig, Trainer
+
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=1)
+    first = fit(cfg)
+    best = (first.best_dir / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    trainer = Trainer(TrainConfig.from_dict({**cfg, "epochs": 2}))  # set up, then "killed" before an epoch
+    trainer.close()
+    assert "moved it to" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert not (run / STATE_NAME).exists() and (run / "previous" / STATE_NAME).exists()
+    assert (run / "previous" / "best" / "model.safetensors").read_bytes() == best
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        fit({**cfg, "epochs": 2, "resume": True})
+    fit(cfg)  # a full fresh run: the set-aside run stays, and this one is set aside next time
+    assert (run / STATE_NAME).exists() and (run / "previous" / "best" / "model.safetensors").read_bytes() == best
 
 
 def test_resume_with_another_monitor_starts_its_best_afresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "load_state",
     "save_model_dir",
     "seed_everything",
+    "set_aside_run",
     "set_rng_state",
     "stage_best",
 ]
@@ -45,6 +46,31 @@ __all__ = [
 STATE_NAME = "train_state.pt"
 STATE_VERSION = 1
 BEST_NAME, STAGED_NAME, STAGED_EPOCH = "best", ".best.staged", "staged_epoch.txt"
+PREVIOUS_NAME = "previous"
+
+
+def set_aside_run(run_dir: str | os.PathLike) -> Path | None:
+    """Move an earlier run in ``run_dir`` (one with a ``train_state.pt``) into ``run_dir/previous``,
+    before a fresh run writes anything there; returns that folder, or ``None`` if there was no run.
+
+    The training state moves first, so a fresh run killed early leaves nothing that ``--resume``
+    would take for its own. The earlier run's models, metrics and plots are kept whole; a run set
+    aside before that is replaced.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / STATE_NAME).exists():
+        return None
+    moving = run_dir / ".previous.new"
+    shutil.rmtree(moving, ignore_errors=True)
+    moving.mkdir()
+    (run_dir / STATE_NAME).rename(moving / STATE_NAME)
+    for entry in list(run_dir.iterdir()):
+        if entry.name not in (PREVIOUS_NAME, moving.name):
+            entry.rename(moving / entry.name)
+    previous = run_dir / PREVIOUS_NAME
+    shutil.rmtree(previous, ignore_errors=True)
+    moving.rename(previous)
+    return previous
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ metrics are reduced over processes, and only rank 0 prints, plots and writes fil
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -112,8 +113,10 @@ class Trainer:
         if cfg.resume:
             self._restore()
         elif self.dist.is_main:
-            if (self.out / checkpoint.STATE_NAME).exists():
-                self.log(f"note: {self.out} holds an earlier run; starting afresh over it (use --resume to continue it)")
+            previous = checkpoint.set_aside_run(self.out)
+            if previous is not None:
+                self.log(f"note: {self.out} held an earlier run; moved it to {previous} (replacing the one there) "
+                         "and starting afresh (use --resume to continue a run)")
             shutil.rmtree(self.out / checkpoint.STAGED_NAME, ignore_errors=True)  # an earlier run's, never committed
 
     # ------------------------------------------------------------------ set-up
@@ -183,6 +186,9 @@ class Trainer:
         if kept:
             self.log(f"note: {', '.join(kept)} not applied: the optimizer continues with the saved run's settings and "
                      "state (learning rates, weight decay, moments); start a new run to train with new ones")
+            # the run records what it trains with (config.yaml, the state's config), not the ignored values
+            saved = TrainConfig.from_dict({**self.cfg.to_dict(), "optimizer": state["config"]["optimizer"]})
+            self.cfg = dataclasses.replace(self.cfg, optimizer=saved.optimizer)
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
