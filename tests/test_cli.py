@@ -22,3 +22,31 @@ def test_help_renders(argv, capsys):
     assert out.startswith("usage: unetzoo")
     if argv == ["--help"]:
         assert all(c in out for c in COMMANDS)
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, monkeypatch):
+    """``unetzoo list | head -1``: once the reader is gone, writing fails with BrokenPipeError;
+    the command stops with the shell's SIGPIPE status instead of a traceback, and stdout is
+    pointed at /dev/null so the interpreter's last flush does not fail again."""
+    import os
+    import sys
+
+    sink = open(tmp_path / "stdout", "w")  # a real descriptor for the handler to redirect
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    try:
+        assert main(["list", "--curated"]) == 141
+        os.write(sink.fileno(), b"after")  # now /dev/null
+    finally:
+        sink.close()
+    assert (tmp_path / "stdout").read_bytes() == b""
