@@ -401,8 +401,9 @@ def test_demo_reports_the_saved_models_float32_figures_which_eval_reproduces(
 
 def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str], tta: bool = False) -> tuple[float, float]:
     """Foreground IoU over ``stems`` (pooled, and the mean of per-image IoUs) with plain numpy
-    (no unetzoo data or metrics code); ``tta`` averages the logits of the image and its
-    horizontal, vertical and double flips, each flipped back with numpy."""
+    (no unetzoo data or metrics code); ``tta`` averages the softmax probabilities of the image
+    and its horizontal, vertical and double flips, each flipped back with numpy (the rule of
+    ``unetzoo.predict``'s labels, which ``eval --tta`` follows)."""
     model = unetzoo.from_pretrained(model_dir)
     pre = unetzoo.transforms_for(model)
     inter = union = 0
@@ -411,13 +412,14 @@ def _independent_fg_iou(model_dir: Path, root: Path, stems: list[str], tta: bool
         image = torch.from_numpy(np.array(Image.open(root / "images" / f"{stem}.png").convert("RGB")))
         x = pre(image.permute(2, 0, 1))[None]
         flips = [(), (1,), (0,), (0, 1)] if tta else [()]  # axes of the HxW arrays
-        logits = 0
+        probs = 0
         for axes in flips:
             flipped = torch.from_numpy(np.ascontiguousarray(np.flip(x.numpy(), [a + 2 for a in axes])))
             with torch.no_grad():
-                y = model(flipped)[0].numpy()
-            logits = logits + np.flip(y, [a + 1 for a in axes])
-        pred = logits.argmax(0) == 1
+                y = model(flipped)[0].double().numpy()
+            e = np.exp(y - y.max(0))
+            probs = probs + np.flip(e / e.sum(0), [a + 1 for a in axes])
+        pred = probs.argmax(0) == 1
         truth = np.asarray(Image.open(root / "masks" / f"{stem}.png")) > 127
         inter += (pred & truth).sum()
         union += (pred | truth).sum()
@@ -465,6 +467,37 @@ def test_eval_cli_flip_averaging_matches_an_independent_computation(run, blobs: 
     assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tta", "--json", str(report)]) == 0
     metrics = json.loads(report.read_text())["metrics"]
     assert (metrics["fg_iou"], metrics["image_fg_iou"]) == pytest.approx(averaged, abs=1e-6)
-    # the tiled path averages the same flips (16 px tiles on 32 px images: close, not equal)
+    # the tiled path averages the same flips (16 px tiles on 32 px images: close, not equal) and
+    # scores exactly the masks predict writes with the same tiles
     assert main(["eval", str(run.last_dir), "--data", str(blobs), "--tta", "--tile", "16", "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["metrics"]["fg_iou"] == pytest.approx(averaged[0], abs=0.05)
+    tiled = json.loads(report.read_text())["metrics"]["fg_iou"]
+    assert tiled == pytest.approx(averaged[0], abs=0.05)
+    model = unetzoo.from_pretrained(run.last_dir)
+    inter = union = 0
+    for stem in stems:
+        image = np.array(Image.open(blobs / "images" / f"{stem}.png").convert("RGB"))
+        pred = unetzoo.predict(model, image, tile=16, tta=True, output="labels") == 1
+        truth = np.asarray(Image.open(blobs / "masks" / f"{stem}.png")) > 127
+        inter, union = inter + (pred & truth).sum(), union + (pred | truth).sum()
+    assert tiled == pytest.approx(inter / union, abs=1e-9)
+
+
+@pytest.mark.parametrize("tile", [None, 16])
+def test_eval_scores_average_probabilities_as_predict_does(tile) -> None:
+    """With flips (and with tiles), eval's argmax is that of predict's labels: both average
+    probabilities. A random convolution's flips disagree enough for averaged logits to pick
+    other labels somewhere, so the test tells the two rules apart."""
+    from unetzoo.inference.predict import flip_averaged
+    from unetzoo.train.evaluate import _logits
+
+    torch.manual_seed(3)
+    model = torch.nn.Conv2d(3, 3, 5, padding=2).eval()  # not flip-symmetric: flips disagree
+    torch.nn.init.normal_(model.weight, std=0.5)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        ours = _logits(model, x, tile, None, tta=True).argmax(1)[0]
+        by_logits = flip_averaged(model, x).argmax(1)[0]
+    labels = torch.as_tensor(unetzoo.predict(model, x[0], tile=tile, tta=True, output="labels")).long()
+    assert torch.equal(ours, labels)
+    if tile is None:
+        assert not torch.equal(by_logits, labels)

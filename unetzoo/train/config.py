@@ -164,7 +164,7 @@ class TrainConfig:
     output_dir: str = "runs/train"
     monitor: str = "miou"  # validation metric (higher is better) that picks the best checkpoint
     eval_every: int = 1
-    val_tta: bool = False  # validate with logits averaged over flips (4 passes per image)
+    val_tta: bool = False  # validate with probabilities averaged over flips (4 passes per image), as predict does
     overlays: int = 8  # validation images in the overlay grid
     plot_every: int = 5  # redraw curves and overlays every N epochs (and after the last one)
     progress: bool = True

@@ -77,19 +77,34 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
             tta: bool = False) -> torch.Tensor:
     """Whole-image logits; tiled (:func:`unetzoo.predict`) for images above ``tile`` and for
     valid-convolution networks, whose overlap-tile inference keeps the output at the input's size.
-    ``tta`` averages the logits over the flips of :func:`unetzoo.predict`'s ``tta``."""
+    ``tta`` averages over the flips of :func:`unetzoo.predict`'s ``tta``. Averaged or blended
+    results are averaged probabilities, returned as log-probabilities (:func:`_scores_of`), so that
+    their argmax is the label :func:`unetzoo.predict` writes."""
     valid_conv = getattr(model, "border", 0) > 0
-    if not valid_conv and (tile is None or max(images.shape[-2:]) <= tile):
-        if not tta:
-            return as_logits(model, model(images))
-        from unetzoo.inference.predict import flip_averaged
+    whole = not valid_conv and (tile is None or max(images.shape[-2:]) <= tile)
+    if whole and not tta:
+        return as_logits(model, model(images))
+    # averaged over flips or blended over tiles: probabilities, as unetzoo.predict averages them for
+    # its labels, so that eval scores the masks predict writes
+    from unetzoo.inference.predict import _activation, flip_averaged, predict
 
-        return as_logits(model, flip_averaged(model, images))
-    from unetzoo.inference import predict
+    if whole:
+        activation = _activation(model)
+        probs = flip_averaged(lambda x: activation(model(x)), images)
+    else:
+        size = None if valid_conv else tile  # predict's default tile for valid networks (572)
+        probs = torch.stack([predict(model, image, tile=size, output="probs", dtype=dtype, tta=tta)
+                             for image in images])
+    return _scores_of(probs)
 
-    size = None if valid_conv else tile  # predict's default tile for valid networks (572)
-    out = [predict(model, image, tile=size, output="logits", dtype=dtype, tta=tta) for image in images]
-    return as_logits(model, torch.stack(out))
+
+def _scores_of(probs: torch.Tensor) -> torch.Tensor:
+    """Scores whose argmax (or sign, for one output) is that of ``probs``, and whose softmax (or
+    sigmoid) gives them back: log-probabilities, or the logit of a one-output probability."""
+    probs = probs.float()
+    if probs.shape[1] == 1:
+        return torch.logit(probs, eps=1e-6)
+    return torch.log(probs.clamp_min(1e-12))
 
 
 def as_logits(model: nn.Module, scores: torch.Tensor) -> torch.Tensor:
