@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -501,3 +502,40 @@ def test_eval_scores_average_probabilities_as_predict_does(tile) -> None:
     assert torch.equal(ours, labels)
     if tile is None:
         assert not torch.equal(by_logits, labels)
+
+
+def test_eval_of_mixed_sizes_does_not_depend_on_the_batch(tmp_path: Path) -> None:
+    """Padding a small image to its batch's largest puts zeros next to it, inside the network's
+    receptive field: each size runs on its own, so batch size 4 scores what batch size 1 does,
+    and the padding still counts in no metric."""
+    from torch.utils.data import DataLoader
+
+    from unetzoo.data import pad_collate
+    from unetzoo.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=(16, 16, 8, 8), decoder_norm="gn")
+    sizes = [(32, 32), (64, 48), (32, 32), (40, 72)]
+    data = [(torch.randn(3, h, w), torch.randint(0, 2, (h, w))) for h, w in sizes]
+    loss = torch.nn.CrossEntropyLoss(ignore_index=255)
+
+    def run(batch_size: int, with_sizes: bool = True):
+        collate = functools.partial(pad_collate, sizes=with_sizes)
+        return evaluate(model, DataLoader(data, batch_size, collate_fn=collate), num_classes=2, loss_fn=loss)
+
+    one, four = run(1), run(4)
+    keys = ("pixel_accuracy", "miou", "fg_iou", "dice", "image_fg_iou")
+    assert [four.metrics[k] for k in keys] == pytest.approx([one.metrics[k] for k in keys], abs=1e-12)
+    assert four.pixels == one.pixels
+    assert math.isfinite(four.loss)  # the zeros in the padding count in no loss: the ignore label is there
+    padded = run(4, with_sizes=False)  # what the padding did before
+    assert [padded.metrics[k] for k in keys] != pytest.approx([one.metrics[k] for k in keys], abs=1e-12)
+
+
+def test_the_validation_loader_gives_the_sizes_before_padding(blobs: Path, tmp_path: Path) -> None:
+    trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path, epochs=1)))
+    try:
+        images, masks, sizes = next(iter(trainer.val_loader))
+        assert sizes.tolist() == [list(images.shape[-2:])] * images.shape[0]
+    finally:
+        trainer.close()

@@ -228,8 +228,9 @@ def build_loaders(
     else:
         sampler = RandomSampler(data.train, generator=generator)
     train = DataLoader(data.train, cfg.batch_size, sampler=sampler, drop_last=True, generator=generator, **common)
-    val = DataLoader(data.val, cfg.val_batch_size or cfg.batch_size,
-                     sampler=ShardSampler(data.val, dist.rank, dist.world_size), **common)
+    val = DataLoader(data.val, cfg.val_batch_size or cfg.batch_size,  # sizes: each one runs on its own
+                     sampler=ShardSampler(data.val, dist.rank, dist.world_size),
+                     **{**common, "collate_fn": functools.partial(collate, sizes=True)})
     return train, val, generator
 
 

@@ -1,7 +1,9 @@
 """Evaluation: confusion-matrix metrics of a model over a data loader (whole images).
 
 Batches are padded to a common size by :func:`unetzoo.data.pad_collate` with the ignore
-label, so padding counts in neither loss nor metrics. Images larger than ``tile`` go through
+label, so padding counts in neither loss nor metrics; given the sizes before padding
+(``pad_collate(..., sizes=True)``, as unetzoo's loaders do), the network runs each size on its
+own, so the scores do not depend on which images share a batch. Images larger than ``tile`` go through
 :func:`unetzoo.predict` (tiled inference, bounded memory). Under DDP each process evaluates
 its shard and the confusion matrices are summed (:meth:`ConfusionMatrix.all_reduce`).
 """
@@ -98,6 +100,26 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
     return _scores_of(probs)
 
 
+def _logits_by_size(model: nn.Module, images: torch.Tensor, sizes: torch.Tensor | None, tile: int | None,
+                    dtype: torch.dtype | None, tta: bool) -> torch.Tensor:
+    """:func:`_logits` of a padded batch, each group of equally sized images run at its own size
+    (``sizes``: ``N x 2`` heights and widths before padding); the padding gets zeros, which the
+    ignore label there keeps out of losses and metrics. Without ``sizes``, the batch as it is."""
+    if sizes is None or bool((sizes == torch.tensor(images.shape[-2:])).all()):
+        return _logits(model, images, tile, dtype, tta)
+    out = None
+    for h, w in {tuple(s) for s in sizes.tolist()}:
+        index = [i for i, s in enumerate(sizes.tolist()) if tuple(s) == (h, w)]
+        part = _logits(model, images[index, :, :h, :w], tile, dtype, tta)
+        if out is None:
+            out = part.new_zeros((images.shape[0], part.shape[1], *images.shape[-2:]))
+        if part.shape[-2:] != (h, w):  # valid-convolution networks predict the centre of their input
+            raise ValueError("evaluating images of different sizes in one batch needs a same-size network; "
+                             "use batch size 1")
+        out[index, :, :h, :w] = part.to(out.dtype)
+    return out
+
+
 def _scores_of(probs: torch.Tensor) -> torch.Tensor:
     """Scores whose argmax (or sign, for one output) is that of ``probs``, and whose softmax (or
     sigmoid) gives them back: log-probabilities, or the logit of a one-output probability."""
@@ -160,12 +182,12 @@ def evaluate(
     model.eval()
     dtype = getattr(autocast, "fast_dtype", None)
     try:
-        for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        for images, masks, *extents in tqdm(loader, desc="eval", leave=False, disable=not progress):
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast or contextlib.nullcontext():
-                logits = _logits(model, images, tile, dtype, tta)
+                logits = _logits_by_size(model, images, extents[0] if extents else None, tile, dtype, tta)
                 if loss_fn is not None:
                     loss_sum += float(loss_fn(logits, masks))
                     batches += 1
@@ -223,7 +245,8 @@ def evaluate_saved(
         dataset = build_validation_dataset(data, **sizes)
     else:
         dataset = build_eval_dataset(data, **sizes, holdout=holdout)
-    loader = DataLoader(dataset, batch_size, collate_fn=lambda b: pad_collate(b, ignore_index=data.ignore_index))
+    loader = DataLoader(dataset, batch_size,
+                        collate_fn=lambda b: pad_collate(b, ignore_index=data.ignore_index, sizes=True))
     with torch.inference_mode():
         result = evaluate(net, loader, num_classes=net.num_classes, ignore_index=data.ignore_index, device=dev,
                           autocast=autocast(precision, dev), tile=tile, tta=tta)
