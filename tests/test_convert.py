@@ -152,6 +152,15 @@ def test_pre2021_bubbliiiing_decoder_without_relu(tmp_path):
     assert (wrong - _forward(ref, x)).abs().max() > 1e-2
 
 
+def test_bubbliiiing_resnet50_checkpoints_keep_their_decoder_relus(tmp_path):
+    """Only the VGG model has a ReLU-free-era checkpoint; decoder_act=None on a ResNet50 one would
+    also strip the ReLUs its skip-less up_conv block always had, so it is a conflict, not a load."""
+    torch.manual_seed(0)
+    path = _save(randomize(bubbliiiing.Unet(2, "resnet50")).state_dict(), tmp_path)
+    with pytest.raises(ValueError, match=r"decoder_act=None conflicts with the checkpoint.*decoder_act='relu'"):
+        unetzoo.create("unet-resnet50", checkpoint=path, decoder_act=None)
+
+
 def test_resnet_maxpool_quirk_is_needed(tmp_path):
     """Without the quirk (torchvision's max-pool) the same weights give other outputs."""
     ref = randomize(bubbliiiing.Unet(2, "resnet50"), seed=4)

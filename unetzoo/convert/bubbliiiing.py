@@ -8,8 +8,10 @@ Inferred: ``num_classes`` and ``in_chans`` from the shapes; ``maxpool_quirk=True
 ResNet50 checkpoint (that project's max-pool has padding 0 and ceil_mode, see
 :class:`~unetzoo.encoders.torchvision.ResNetEncoder`).
 
-Not inferable: checkpoints from before August 2021 (e.g. ``unet_voc.pth``) were trained with a
-decoder without ReLUs, under the same keys; load those with ``decoder_act=None``.
+Not inferable: VGG checkpoints from before August 2021 (e.g. ``unet_voc.pth``) were trained with
+a decoder without ReLUs, under the same keys; load those with ``decoder_act=None``. ResNet50
+checkpoints always had them (and so does their skip-less ``up_conv`` block): ``decoder_act='relu'``
+is inferred for them, so ``decoder_act=None`` there is a conflict.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def convert_resnet50(state_dict: Mapping[str, torch.Tensor]) -> tuple[ConvertedS
     """Map a bubbliiiing ``Unet(backbone='resnet50')`` state dict onto ``unet-resnet50``."""
     converted, inferred = _convert(state_dict, "resnet", "conv1", "bubbliiiing-resnet50")
     inferred["maxpool_quirk"] = True
+    # the ResNet50 model came with the decoder's ReLUs (only the VGG one has a checkpoint from before
+    # them), and its skip-less up_conv block always had them: decoder_act=None would drop those too
+    inferred["decoder_act"] = "relu"
     return converted, inferred
 
 
@@ -72,7 +77,7 @@ FORMATS = (
         signature=("resnet.conv1.weight", "up_concat1.conv1.weight", "final.weight"),
         model="unet-resnet50",
         convert=convert_resnet50,
-        notes=_NOTE,
+        notes="its decoder always has ReLUs (decoder_act='relu'); the ReLU-free era's checkpoint is the VGG one",
         preprocessing=SCALED_ONLY,  # preprocess_input: image / 255
     ),
 )
