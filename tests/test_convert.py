@@ -161,6 +161,19 @@ def test_bubbliiiing_resnet50_checkpoints_keep_their_decoder_relus(tmp_path):
         unetzoo.create("unet-resnet50", checkpoint=path, decoder_act=None)
 
 
+@pytest.mark.parametrize("bilinear", [True, False])
+def test_wzmiaomiao_checkpoints_of_odd_widths_import(bilinear, tmp_path):
+    """WZMIAOMIAO's UNet takes any base_c (only the first level is odd then)."""
+    torch.manual_seed(0)
+    ref = randomize(wzmiaomiao.UNet(3, 2, bilinear, base_c=5)).eval()
+    model = unetzoo.create("unet-classic", checkpoint=_save(ref.state_dict(), tmp_path)).eval()
+    x = torch.randn(1, 3, 37, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x)["out"], rtol=0, atol=TOL)
+    with pytest.raises(ValueError, match="base_c must be at least 1, got 0"):
+        unetzoo.create("unet-classic", base_c=0)
+
+
 def test_resnet_maxpool_quirk_is_needed(tmp_path):
     """Without the quirk (torchvision's max-pool) the same weights give other outputs."""
     ref = randomize(bubbliiiing.Unet(2, "resnet50"), seed=4)

@@ -111,8 +111,8 @@ class ClassicUNet(UnetZooModel):
         self, num_classes: int = 2, in_chans: int = 3, *, bilinear: bool = False, base_c: int = 64, bias: bool = False
     ) -> None:
         super().__init__()
-        if base_c < 2 or base_c % 2:
-            raise ValueError(f"base_c must be an even number >= 2, got {base_c}")
+        if base_c < 1:
+            raise ValueError(f"base_c must be at least 1, got {base_c}")
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.pad_multiple = None  # any size works natively (see the module docstring)
