@@ -84,8 +84,8 @@ def test_classic_any_size(bilinear):
 
 
 def test_classic_rejects_bad_options_and_tiny_inputs():
-    with pytest.raises(ValueError, match="base_c"):
-        unetzoo.create("unet-classic", base_c=3)
+    with pytest.raises(ValueError, match="base_c must be at least 1"):
+        unetzoo.create("unet-classic", base_c=0)
     with pytest.raises(TypeError, match="unknown option"):
         unetzoo.create("unet-classic", dropout=0.5)
     with pytest.raises(ValueError, match="at least 16"):
