@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,26 +135,40 @@ def test_resume_says_that_new_optimizer_settings_are_not_applied(tmp_path: Path,
 
 
 def test_a_fresh_run_sets_the_earlier_one_aside_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Starting afresh over a finished run moves it to previous/ at once: a fresh run killed
-    before its first epoch leaves no state that --resume would take for its own, and the
-    earlier run's best model is kept."""
-    from unetzoo.train import TrainConfig, Trainer
+    """Starting afresh over a finished run moves its files to previous_run/ at once: a fresh run
+    killed before its first epoch leaves no state that --resume would take for its own, and the
+    earlier run's best model is kept. Files the run did not write (the user's notes, the data
+    itself) stay where they are, however many runs follow."""
+    from unetzoo.train import ConfigError, TrainConfig, Trainer
 
-    data = make_blobs(tmp_path / "data", n=12)
-    cfg = tiny_config(data, tmp_path / "run", epochs=1)
+    run = tmp_path / "run"
+    data = make_blobs(run / "data", n=12)  # inside the output folder
+    (run / "notes.txt").write_text("mine")
+    cfg = tiny_config(data, run, epochs=1)
     first = fit(cfg)
     best = (first.best_dir / "model.safetensors").read_bytes()
     capsys.readouterr()
     trainer = Trainer(TrainConfig.from_dict({**cfg, "epochs": 2}))  # set up, then "killed" before an epoch
     trainer.close()
     assert "moved it to" in capsys.readouterr().out
-    run = tmp_path / "run"
-    assert not (run / STATE_NAME).exists() and (run / "previous" / STATE_NAME).exists()
-    assert (run / "previous" / "best" / "model.safetensors").read_bytes() == best
+    assert not (run / STATE_NAME).exists() and (run / "previous_run" / STATE_NAME).exists()
+    assert (run / "previous_run" / "best" / "model.safetensors").read_bytes() == best
+    assert sorted(p.name for p in (run / "previous_run").iterdir()) == sorted(
+        ["train_state.pt", "config.yaml", "best", "last", "metrics.jsonl", "metrics.csv", "curves.png", "overlays.png"])
     with pytest.raises(FileNotFoundError, match="no training state"):
         fit({**cfg, "epochs": 2, "resume": True})
     fit(cfg)  # a full fresh run: the set-aside run stays, and this one is set aside next time
-    assert (run / STATE_NAME).exists() and (run / "previous" / "best" / "model.safetensors").read_bytes() == best
+    assert (run / STATE_NAME).exists() and (run / "previous_run" / "best" / "model.safetensors").read_bytes() == best
+    fit(cfg)  # sets the second run aside, replacing the first
+    assert (run / "previous_run" / STATE_NAME).exists() and (run / STATE_NAME).exists()
+    assert (run / "notes.txt").read_text() == "mine" and len(list((run / "data" / "images").iterdir())) == 12
+    # a previous_run/ that is not a set-aside run is never deleted
+    for entry in (run / "previous_run").iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (run / "previous_run" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds no earlier run"):
+        fit(cfg)
+    assert (run / "previous_run" / "keep.txt").exists() and (run / STATE_NAME).exists()
 
 
 def test_resume_with_another_monitor_starts_its_best_afresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -17,6 +17,7 @@ Everything in the state file is a tensor, number, string, list or dict, so it lo
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import random
 import shutil
@@ -46,28 +47,40 @@ __all__ = [
 STATE_NAME = "train_state.pt"
 STATE_VERSION = 1
 BEST_NAME, STAGED_NAME, STAGED_EPOCH = "best", ".best.staged", "staged_epoch.txt"
-PREVIOUS_NAME = "previous"
+PREVIOUS_NAME = "previous_run"
+# what a run writes in its folder (plus the hidden .NAME.old / .NAME.tmp / .NAME.*.tmp of atomic writes)
+RUN_FILES = (STATE_NAME, "config.yaml", BEST_NAME, "last", STAGED_NAME, "metrics.jsonl", "metrics.csv",
+             "curves.png", "overlays.png")
+
+
+def _written_by_a_run(name: str) -> bool:
+    return name in RUN_FILES or any(
+        fnmatch.fnmatchcase(name, pattern) for own in RUN_FILES for pattern in (f".{own}.old", f".{own}.tmp",
+                                                                                 f".{own}.*.tmp"))
 
 
 def set_aside_run(run_dir: str | os.PathLike) -> Path | None:
-    """Move an earlier run in ``run_dir`` (one with a ``train_state.pt``) into ``run_dir/previous``,
-    before a fresh run writes anything there; returns that folder, or ``None`` if there was no run.
+    """Move an earlier run in ``run_dir`` (one with a ``train_state.pt``) into
+    ``run_dir/previous_run``, before a fresh run writes anything there; returns that folder, or
+    ``None`` if there was no run.
 
-    The training state moves first, so a fresh run killed early leaves nothing that ``--resume``
-    would take for its own. The earlier run's models, metrics and plots are kept whole; a run set
-    aside before that is replaced.
+    Only what a run writes is moved (:data:`RUN_FILES`); anything else in the folder stays where
+    it is. The training state moves first, so a fresh run killed early leaves nothing that
+    ``--resume`` would take for its own. A run set aside before is replaced.
     """
     run_dir = Path(run_dir)
     if not (run_dir / STATE_NAME).exists():
         return None
-    moving = run_dir / ".previous.new"
+    previous = run_dir / PREVIOUS_NAME
+    if previous.exists() and not (previous / STATE_NAME).exists():
+        raise FileExistsError(f"{previous} exists but holds no earlier run; move it, or train into another folder")
+    moving = run_dir / f".{PREVIOUS_NAME}.new"
     shutil.rmtree(moving, ignore_errors=True)
     moving.mkdir()
     (run_dir / STATE_NAME).rename(moving / STATE_NAME)
     for entry in list(run_dir.iterdir()):
-        if entry.name not in (PREVIOUS_NAME, moving.name):
+        if _written_by_a_run(entry.name):
             entry.rename(moving / entry.name)
-    previous = run_dir / PREVIOUS_NAME
     shutil.rmtree(previous, ignore_errors=True)
     moving.rename(previous)
     return previous

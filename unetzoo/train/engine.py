@@ -113,7 +113,10 @@ class Trainer:
         if cfg.resume:
             self._restore()
         elif self.dist.is_main:
-            previous = checkpoint.set_aside_run(self.out)
+            try:
+                previous = checkpoint.set_aside_run(self.out)
+            except FileExistsError as err:
+                raise ConfigError(str(err)) from None
             if previous is not None:
                 self.log(f"note: {self.out} held an earlier run; moved it to {previous} (replacing the one there) "
                          "and starting afresh (use --resume to continue a run)")
