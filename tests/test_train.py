@@ -60,6 +60,49 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         load_config(None, ["data.transforms.blur=-0.1"])
     with pytest.raises(ConfigError, match=r"data.transforms.blur_sigma is \[min, max\] with 0 < min <= max, got \[0.0, 1.0\]"):
         load_config(None, ["data.transforms.blur_sigma=[0.0,1.0]"])
+    # values torch takes without a word, and lists of the wrong length
+    for override, message in [
+        ("optimizer.encoder_lr=-0.001", "optimizer.encoder_lr must be >= 0"),
+        ("optimizer.weight_decay=-0.5", "optimizer.weight_decay must be >= 0"),
+        ("optimizer.betas=[0.9]", r"optimizer.betas is \[beta1, beta2\], each in \[0, 1\), got \[0.9\]"),
+        ("schedule.warmup_start=-1", "schedule.warmup_start must be >= 0"),
+        ("schedule.min_lr_ratio=2", r"schedule.min_lr_ratio is a factor in \[0, 1\]"),
+        ("data.transforms.size=[32]", r"data.transforms.size is a side, \[height, width\] or null, got \[32\]"),
+        ("data.transforms.eval_size=0", "data.transforms.eval_size is a side"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [override])
+    assert load_config(None, ["optimizer.encoder_lr=0", "data.transforms.size=[32,48]"]).optimizer.encoder_lr == 0
+
+
+def test_train_cli_reports_device_state_and_divergence_errors_in_one_line(blobs: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """Errors meant for users reach them as one line, not a traceback: an unknown or missing
+    device, an unreadable training state on --resume, a resume with another network, a
+    diverged loss."""
+    from unetzoo.cli import main
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(blobs, tmp_path / "run", epochs=1)))
+    base = ["train", "-c", str(cfg_path)]
+    cases = [
+        (["device=gpu0"], 2, "device='gpu0' is not a device"),
+        *([] if torch.cuda.is_available() else [(["device=cuda"], 2, "CUDA is not available; use device=cpu")]),
+        (["optimizer.lr=1e30", "optimizer.name=sgd", "schedule.warmup_epochs=0", "epochs=3"], 1, "the loss is"),
+    ]
+    for extra, code, needle in cases:
+        assert main([*base, *extra]) == code, extra
+        err = capsys.readouterr().err
+        assert err.startswith("unetzoo train: error:") and needle in err and "Traceback" not in err, err
+    assert main([*base, "-o", str(tmp_path / "ok")]) == 0
+    capsys.readouterr()
+    assert main([*base, "-o", str(tmp_path / "ok"), "--resume", "model.options.base_c=8"]) == 2
+    err = capsys.readouterr().err
+    assert "model.options.base_c differ from the saved run's" in err and "Traceback" not in err
+    (tmp_path / "ok" / "train_state.pt").write_bytes(b"not a checkpoint")
+    assert main([*base, "-o", str(tmp_path / "ok"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the training state" in err and "Traceback" not in err
 
 
 def test_config_errors_name_their_source(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         # the training validated under its autocast, whose rounding moves a few outline pixels:
         # the figures reported are the saved model's own in float32, the ones `unetzoo eval` gives
         m, _ = evaluate_saved(result.last_dir, cfg.data, validation=True, device=cfg.device, tta=cfg.val_tta)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, FloatingPointError) as err:
         print(f"unetzoo demo: error: {err}", file=sys.stderr)
         return 2
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started

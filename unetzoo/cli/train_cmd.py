@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"unetzoo train: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a diverged run: the message names the epoch and the fixes
+        print(f"unetzoo train: error: {err}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
     m = result.metrics

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from unetzoo._atomic import atomic_path, link_or_copy, replace_dir
+from unetzoo.train.config import ConfigError
 
 __all__ = [
     "STATE_NAME",
@@ -243,7 +244,8 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several kinds for a corrupt file
-        raise ValueError(f"cannot read the training state {path}: {err}") from None
+        raise ConfigError(f"cannot read the training state {path}: {err}; start a new run without --resume "
+                          "(the earlier run's files are then set aside in previous_run/)") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path} is not a unetzoo training state of version {STATE_VERSION}")
+        raise ConfigError(f"{path} is not a unetzoo training state of version {STATE_VERSION}")
     return state

@@ -190,6 +190,14 @@ class TrainConfig:
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.plot_every >= 1, "plot_every must be >= 1"),
             (self.optimizer.lr > 0, "optimizer.lr must be > 0"),
+            (self.optimizer.encoder_lr is None or self.optimizer.encoder_lr >= 0,
+             f"optimizer.encoder_lr must be >= 0 (null: the same as optimizer.lr), got {self.optimizer.encoder_lr}"),
+            (self.optimizer.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {self.optimizer.weight_decay}"),
+            (len(self.optimizer.betas) == 2 and all(0 <= b < 1 for b in self.optimizer.betas),
+             f"optimizer.betas is [beta1, beta2], each in [0, 1), got {self.optimizer.betas}"),
+            (self.schedule.warmup_start >= 0, f"schedule.warmup_start must be >= 0, got {self.schedule.warmup_start}"),
+            (0 <= self.schedule.min_lr_ratio <= 1,
+             f"schedule.min_lr_ratio is a factor in [0, 1], got {self.schedule.min_lr_ratio}"),
             (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)"),
             (self.data.repeats >= 1, "data.repeats must be >= 1"),
             (self.ema is None or 0.0 <= self.ema < 1.0,
@@ -213,6 +221,11 @@ class TrainConfig:
         for key in ("hflip", "vflip", "transpose", "elastic", "blur"):
             p = getattr(t, key)
             checks.append((0.0 <= p <= 1.0, f"data.transforms.{key} is a probability in [0, 1], got {p}"))
+        for key in ("size", "eval_size"):
+            value = getattr(t, key)
+            checks.append((value is None or (isinstance(value, int) and value >= 1)
+                           or (isinstance(value, list) and len(value) == 2 and all(v >= 1 for v in value)),
+                           f"data.transforms.{key} is a side, [height, width] or null, got {value}"))
         checks.append((len(t.blur_sigma) == 2 and 0 < t.blur_sigma[0] <= t.blur_sigma[1],
                        f"data.transforms.blur_sigma is [min, max] with 0 < min <= max, got {t.blur_sigma}"))
         for ok, message in checks:

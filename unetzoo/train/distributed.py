@@ -40,11 +40,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> the GPU of this rank if CUDA is available, else the CPU; ``cuda`` -> ``cuda:<local_rank>``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    from unetzoo.train.config import ConfigError  # a ValueError: the CLIs report it on one line
+
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} was requested but CUDA is not available; use device=cpu")
+        raise ConfigError(f"device={name!r} was requested but CUDA is not available; use device=cpu")
     if name == "cuda":
         return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:

@@ -145,6 +145,11 @@ class Trainer:
 
     def _restore(self) -> None:
         state = checkpoint.load_state(self.out / checkpoint.STATE_NAME)
+        saved_model = state["config"].get("model", {})
+        changed = [f"model.{k}" for k in config_diff(saved_model, self.cfg.to_dict()["model"], ignore={"pretrained", "sync_bn"})]
+        if changed:  # another network: its weights would not fit (or, worse, would fit differently)
+            raise ConfigError(f"cannot resume {self.out}: {', '.join(changed)} differ from the saved run's; resume "
+                              "with the saved model settings, or start a new run without --resume")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         # the schedule's shape follows the current config (more epochs, another batch size): the
