@@ -94,7 +94,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path: Path) -> None:
 
 
 def _expected_lrs(base_lr: float, steps_per_epoch: int, epochs: int) -> list[float]:
-    """The lr after each epoch of an uninterrupted run, from a fresh scheduler stepped by hand."""
+    """The lr each epoch's last step trains with in an uninterrupted run, from a fresh scheduler
+    stepped by hand (what the run records as the epoch's lr)."""
     from unetzoo.train.config import ScheduleSection
     from unetzoo.train.schedule import build_scheduler
 
@@ -104,9 +105,10 @@ def _expected_lrs(base_lr: float, steps_per_epoch: int, epochs: int) -> list[flo
     out = []
     for _ in range(epochs):
         for _ in range(steps_per_epoch):
+            used = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
-        out.append(opt.param_groups[0]["lr"])
+        out.append(used)
     return out
 
 

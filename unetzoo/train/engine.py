@@ -108,6 +108,7 @@ class Trainer:
                                      if self.device.type == "cpu" and self.precision == "bf16" else 0)
         self.net: torch.nn.Module = self.model  # the DDP wrapper under torchrun
         self.start_epoch, self.best, self.best_epoch = 0, None, 0
+        self._step_lr = math.nan  # the decoder's learning rate in the last optimizer step
         self.history: list[dict[str, Any]] = []
         self.last_eval: EvalResult | None = None
         if cfg.resume:
@@ -281,15 +282,14 @@ class Trainer:
             loss_sum += loss * images.shape[0]
             seen += images.shape[0]
             rate = seen * self.dist.world_size / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{rate:.1f}",
-                            lr=f"{self.optimizer.param_groups[-1]['lr']:.2e}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{rate:.1f}", lr=f"{self._step_lr:.2e}")
         bar.close()
         elapsed = time.perf_counter() - started
         loss_sum, seen = distributed.all_reduce_sum([loss_sum, seen], self.device)
         return {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
-            "lr": self._decoder_lr(),
+            "lr": self._step_lr,  # what the epoch's last step trained with (the scheduler has moved on)
             "encoder_frozen": epoch < cfg.freeze_epochs,
             "imgs_per_s": seen / elapsed,
             "train_time_s": elapsed,
@@ -323,6 +323,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self._step_lr = self._decoder_lr()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
