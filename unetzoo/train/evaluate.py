@@ -162,7 +162,8 @@ def evaluate(
         ignore_index: mask label that is not counted.
         device: where to run.
         autocast: e.g. ``torch.autocast("cpu", dtype=torch.bfloat16)``; ``None`` = float32.
-        loss_fn: also report the mean loss over batches (reduced over processes).
+        loss_fn: also report the mean loss over images (reduced over processes), each image's loss
+            on its own, so that the figure does not depend on the batch size or the processes.
         tile: images with a side above this use tiled inference.
         keep: how many samples to return for the overlay grid.
         channels_last: feed inputs in channels-last memory format.
@@ -176,7 +177,7 @@ def evaluate(
 
     device = torch.device(device)
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
-    loss_sum, batches, samples = 0.0, 0, []
+    loss_sum, scored, samples = 0.0, 0, []
     image_iou_sum, images_counted = 0.0, 0
     was_training = model.training
     model.eval()
@@ -188,9 +189,10 @@ def evaluate(
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast or contextlib.nullcontext():
                 logits = _logits_by_size(model, images, extents[0] if extents else None, tile, dtype, tta)
-                if loss_fn is not None:
-                    loss_sum += float(loss_fn(logits, masks))
-                    batches += 1
+                if loss_fn is not None:  # per image, so the mean does not depend on batches or processes
+                    for i in range(logits.shape[0]):
+                        loss_sum += float(loss_fn(logits[i:i + 1], masks[i:i + 1]))
+                        scored += 1
             cm.update(logits.float(), masks)
             preds = labels_of(logits)
             per_image = image_fg_iou(preds, masks, num_classes, ignore_index)
@@ -204,8 +206,8 @@ def evaluate(
     metrics["image_fg_iou"] = image_iou_sum / images_counted if images_counted else math.nan
     loss = None
     if loss_fn is not None:
-        loss_sum, batches = all_reduce_sum([loss_sum, batches], device)
-        loss = loss_sum / max(batches, 1)
+        loss_sum, scored = all_reduce_sum([loss_sum, scored], device)
+        loss = loss_sum / max(scored, 1)
     return EvalResult(metrics, loss=loss, samples=samples, pixels=int(cm.matrix.sum()))
 
 
