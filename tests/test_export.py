@@ -96,6 +96,7 @@ def test_torchscript_pads_and_crops_any_size(tmp_path):
         torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:PyTorch deprecates TorchScript:FutureWarning")
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     """Exporting runs the model in eval mode and float32; the caller's training mode and
     bfloat16 weights are back afterwards, unchanged."""
@@ -108,6 +109,7 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path):
                    for k, v in state.items())
 
 
+@pytest.mark.filterwarnings("ignore:PyTorch deprecates TorchScript:FutureWarning")
 def test_torchscript_traces_backbones_that_cannot_run_below_the_stride(tmp_path):
     """inception_v3 cannot run 64 px; the trace size is rounded up to the stride, not down."""
     torch.manual_seed(0)
