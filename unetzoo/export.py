@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetzoo._modes import evaluating
+
 __all__ = [
     "FORMATS",
     "load_model",
@@ -188,18 +190,16 @@ def export_program(
 def _exporting(model: nn.Module, dtype: torch.dtype | None = None) -> Iterator[None]:
     """The model in eval mode (and ``dtype``) for an export, and back as the caller had it after:
     training modes, and the dtype (float32 holds bfloat16/float16 weights exactly)."""
-    modes = {m: m.training for m in model.modules()}
     original = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    model.eval()
-    if dtype is not None and original not in (None, dtype):
-        model.to(dtype)
-    try:
-        yield
-    finally:
-        if dtype is not None and original not in (None, dtype):
-            model.to(original)
-        for m, mode in modes.items():
-            m.training = mode
+    cast = dtype is not None and original not in (None, dtype)
+    with evaluating(model):
+        if cast:
+            model.to(dtype)
+        try:
+            yield
+        finally:
+            if cast:
+                model.to(original)
 
 
 class _PadToStride(nn.Module):

@@ -116,17 +116,14 @@ def example_input(model: nn.Module, *, batch: int = 1, device: torch.device | st
 def _fails_on(model: nn.Module, x: torch.Tensor) -> str | None:
     """Why ``model`` cannot run ``x`` (a RuntimeError's first line), or ``None`` if it can. Runs
     in eval mode, without gradients: norm statistics and training modes are left as they were."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
+    from unetzoo._modes import evaluating
+
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(x)
         return None
     except RuntimeError as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 _example_input = example_input  # optimize_for_inference's argument of that name shadows it

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,11 +275,14 @@ def validate_dataset(
         ignored += int(mask.size - valid.size)
     if problems and not skip_bad:
         _raise(problems, where)
-    kept_indices = {indices[p] for p in good}
-    _check_auto_binary({k: [path for i, path in v.items() if i in kept_indices] for k, v in read_as.items()},
-                       num_classes, where)
-    _check_channels({c: [path for i, path in v.items() if i in kept_indices] for c, v in seen.items()}, where)
+    kept = {indices[p] for p in good}
+
+    def of_kept(found: dict[Any, dict[int, Path]]) -> dict[Any, list[Path]]:  # skipped samples say nothing
+        return {key: [path for i, path in paths.items() if i in kept] for key, paths in found.items()}
+
+    _check_auto_binary(of_kept(read_as), num_classes, where)
+    _check_channels(of_kept(seen), where)
     if not good:
         _raise(problems, where, none_left=True)
-    kept = dataset if len(good) == len(indices) else Subset(dataset, good)
-    return ValidationReport(kept, problems, len(good), counts.tolist(), ignored)
+    dataset = dataset if len(good) == len(indices) else Subset(dataset, good)
+    return ValidationReport(dataset, problems, len(good), counts.tolist(), ignored)

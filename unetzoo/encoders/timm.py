@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from unetzoo._modes import evaluating
 from unetzoo.encoders.base import Encoder, backbone_keys
 
 __all__ = ["TimmEncoder"]
@@ -184,20 +185,16 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
         return record
 
     device = next(encoder.parameters()).device
-    modes = {m: m.training for m in encoder.modules()}
     grads = {p: p.requires_grad for p in encoder.parameters()}
     handles = [m.register_forward_hook(recorder(name)) for name, m in named if name in leaves]
     try:
-        encoder.eval()
         encoder.requires_grad_(True)  # frozen weights too: their AccumulateGrad nodes name them
-        with torch.inference_mode(False), torch.enable_grad():
+        with evaluating(encoder), torch.inference_mode(False), torch.enable_grad():
             x = torch.zeros(1, encoder.in_chans, *size, device=device, requires_grad=True)
             features = encoder(x)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
         for p, flag in grads.items():
             p.requires_grad_(flag)
     first: dict[object, int] = {}  # autograd node -> the first feature that needs it

@@ -21,7 +21,7 @@ import fnmatch
 import os
 import random
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +49,23 @@ STATE_NAME = "train_state.pt"
 STATE_VERSION = 1
 BEST_NAME, STAGED_NAME, STAGED_EPOCH = "best", ".best.staged", "staged_epoch.txt"
 PREVIOUS_NAME = "previous_run"
-# what a run writes in its folder (plus the hidden .NAME.old / .NAME.tmp / .NAME.*.tmp of atomic writes)
-RUN_FILES = (STATE_NAME, "config.yaml", BEST_NAME, "last", STAGED_NAME, "metrics.jsonl", "metrics.csv",
-             "curves.png", "overlays.png")
 
 
-def _written_by_a_run(name: str) -> bool:
-    return name in RUN_FILES or any(
-        fnmatch.fnmatchcase(name, pattern) for own in RUN_FILES for pattern in (f".{own}.old", f".{own}.tmp",
-                                                                                 f".{own}.*.tmp"))
+def _written_by_a_run(name: str, own: Iterable[str]) -> bool:
+    """``name`` is one of ``own``, or the hidden ``.NAME.old`` / ``.NAME.tmp`` / ``.NAME.*.tmp`` of
+    an atomic write of one."""
+    return any(name == n or fnmatch.fnmatchcase(name, f".{n}.*") for n in own)
 
 
-def set_aside_run(run_dir: str | os.PathLike) -> Path | None:
+def set_aside_run(run_dir: str | os.PathLike, own: Iterable[str]) -> Path | None:
     """Move an earlier run in ``run_dir`` (one with a ``train_state.pt``) into
     ``run_dir/previous_run``, before a fresh run writes anything there; returns that folder, or
     ``None`` if there was no run.
 
-    Only what a run writes is moved (:data:`RUN_FILES`); anything else in the folder stays where
-    it is. The training state moves first, so a fresh run killed early leaves nothing that
-    ``--resume`` would take for its own. A run set aside before is replaced.
+    Only what a run writes is moved (``own``: :data:`unetzoo.train.result.RUN_FILES`); anything
+    else in the folder stays where it is. The training state moves first, so a fresh run killed
+    early leaves nothing that ``--resume`` would take for its own. A run set aside before is
+    replaced.
     """
     run_dir = Path(run_dir)
     if not (run_dir / STATE_NAME).exists():
@@ -80,7 +78,7 @@ def set_aside_run(run_dir: str | os.PathLike) -> Path | None:
     moving.mkdir()
     (run_dir / STATE_NAME).rename(moving / STATE_NAME)
     for entry in list(run_dir.iterdir()):
-        if _written_by_a_run(entry.name):
+        if _written_by_a_run(entry.name, own):
             entry.rename(moving / entry.name)
     shutil.rmtree(previous, ignore_errors=True)
     moving.rename(previous)

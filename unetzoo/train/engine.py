@@ -32,7 +32,7 @@ from unetzoo.train.config import ConfigError, TrainConfig, apply_overrides, conf
 from unetzoo.train.depthwise import float32_depthwise, restore_depthwise
 from unetzoo.train.ema import WeightEMA
 from unetzoo.train.evaluate import EvalResult, center_crop_like, evaluate
-from unetzoo.train.result import CURVES_NAME, OVERLAYS_NAME, FitResult
+from unetzoo.train.result import CURVES_NAME, OVERLAYS_NAME, RUN_FILES, FitResult
 from unetzoo.train.schedule import build_scheduler
 
 __all__ = ["FitResult", "Trainer", "fit"]
@@ -115,7 +115,7 @@ class Trainer:
             self._restore()
         elif self.dist.is_main:
             try:
-                previous = checkpoint.set_aside_run(self.out)
+                previous = checkpoint.set_aside_run(self.out, RUN_FILES)
             except FileExistsError as err:
                 raise ConfigError(str(err)) from None
             if previous is not None:

@@ -107,15 +107,14 @@ def _logits_by_size(model: nn.Module, images: torch.Tensor, sizes: torch.Tensor 
     ignore label there keeps out of losses and metrics. Without ``sizes``, the batch as it is."""
     if sizes is None or bool((sizes == torch.tensor(images.shape[-2:])).all()):
         return _logits(model, images, tile, dtype, tta)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(sizes.tolist()):
+        groups.setdefault((h, w), []).append(i)
     out = None
-    for h, w in {tuple(s) for s in sizes.tolist()}:
-        index = [i for i, s in enumerate(sizes.tolist()) if tuple(s) == (h, w)]
+    for (h, w), index in groups.items():  # _logits keeps each input's size (valid networks: tiled)
         part = _logits(model, images[index, :, :h, :w], tile, dtype, tta)
         if out is None:
             out = part.new_zeros((images.shape[0], part.shape[1], *images.shape[-2:]))
-        if part.shape[-2:] != (h, w):  # valid-convolution networks predict the centre of their input
-            raise ValueError("evaluating images of different sizes in one batch needs a same-size network; "
-                             "use batch size 1")
         out[index, :, :h, :w] = part.to(out.dtype)
     return out
 

@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetzoo.train.checkpoint import STATE_NAME
+from unetzoo.train.checkpoint import BEST_NAME, STAGED_NAME, STATE_NAME
 from unetzoo.train.records import CSV_NAME, JSONL_NAME
 
-__all__ = ["CURVES_NAME", "OVERLAYS_NAME", "FitResult"]
+__all__ = ["CURVES_NAME", "OVERLAYS_NAME", "RUN_FILES", "FitResult"]
 
 CURVES_NAME, OVERLAYS_NAME = "curves.png", "overlays.png"
+# everything a run writes in its folder (what a fresh run sets aside: checkpoint.set_aside_run)
+RUN_FILES = (STATE_NAME, "config.yaml", BEST_NAME, "last", STAGED_NAME, JSONL_NAME, CSV_NAME, CURVES_NAME,
+             OVERLAYS_NAME)
 
 
 @dataclass
