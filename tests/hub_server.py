@@ -256,6 +256,8 @@ class HubWriter:
             return self._create_repo(json.loads(body))
         if method == "POST" and parts == ["api", "validate-yaml"]:
             return _validate_card(json.loads(body)["content"])
+        if method == "GET" and parts[:2] == ["api", "models"] and (len(parts) == 4 or parts[4:5] == ["revision"]):
+            return self._repo_info(f"{parts[2]}/{parts[3]}")
         if len(parts) < 5 or parts[:2] != ["api", "models"]:
             return 404, {"error": f"not an endpoint of this test server: /{'/'.join(parts)}"}
         repo_id, action, rest = f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
@@ -289,6 +291,12 @@ class HubWriter:
         self._commit(repo_id, "refs/heads/main", None, "initial commit", {".gitattributes": b"*.safetensors -text\n"}, [])
         self.private[repo_id] = payload.get("visibility") == "private" or bool(payload.get("private"))
         return 200, {"url": url}
+
+    def _repo_info(self, repo_id: str) -> tuple[int, dict]:
+        if not (self.repo(repo_id) / ".git").is_dir():
+            return 404, {"error": "Repository not found", "code": "RepoNotFound"}
+        return 200, {"id": repo_id, "private": self.private.get(repo_id, False), "sha": self.ref_sha(repo_id, "main"),
+                     "siblings": [{"rfilename": name} for name in self.files(repo_id)]}
 
     def _create_branch(self, repo_id: str, branch: str, payload: dict) -> tuple[int, dict]:
         if self.ref_sha(repo_id, f"refs/heads/{branch}") is not None:

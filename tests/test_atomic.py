@@ -78,20 +78,54 @@ def test_save_pretrained_failing_part_way_keeps_the_previous_files(tmp_path: Pat
     unetzoo.from_pretrained(tmp_path)
 
 
-def test_a_save_killed_before_config_json_leaves_no_model_folder(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """config.json is written last: a fresh folder without it is refused, never half-loaded."""
-    from unetzoo.hub import save as hub_save
+def test_a_save_killed_between_its_renames_leaves_no_model_folder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over an earlier model, a save killed after its weights were renamed into place (the
+    config not yet) leaves no config.json, so the folder is refused, never loaded as the old
+    config over the new weights."""
+    from unetzoo import _atomic
 
-    def cut(path):
-        if Path(path).name == hub_save.CONFIG_NAME:
+    unetzoo.create("unet-classic", base_c=4).save_pretrained(tmp_path)
+    real = os.replace
+
+    def killed_at_config(src, dst):
+        if Path(dst).name == "config.json":
             raise KeyboardInterrupt
-        return real(path)
+        return real(src, dst)
 
-    real = hub_save.atomic_path
-    monkeypatch.setattr(hub_save, "atomic_path", cut)
+    monkeypatch.setattr(_atomic.os, "replace", killed_at_config)
     with pytest.raises(KeyboardInterrupt):
-        unetzoo.create("unet-classic", base_c=4).save_pretrained(tmp_path / "fresh")
-    assert not (tmp_path / "fresh" / "config.json").exists()
-    with pytest.raises((FileNotFoundError, ValueError, OSError), match="config.json"):
-        unetzoo.from_pretrained(tmp_path / "fresh")
+        unetzoo.create("unet-classic", base_c=4, num_classes=3).save_pretrained(tmp_path)
+    monkeypatch.setattr(_atomic.os, "replace", real)
+    assert not (tmp_path / "config.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        unetzoo.from_pretrained(tmp_path)
+
+
+def test_a_save_failing_after_its_weights_keeps_the_whole_earlier_model(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weights are written first; a failure while writing the card or config after them
+    must not leave the new weights beside the old config (a silently different model)."""
+    model = unetzoo.create("unet-classic", base_c=4)
+    model.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        unetzoo.create("unet-classic", base_c=4, num_classes=3).save_pretrained(tmp_path)
+    monkeypatch.setattr(Path, "write_text", real)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert unetzoo.from_pretrained(tmp_path).num_classes == model.num_classes
+
+
+def test_atomic_writes_do_not_need_fchmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.fchmod is missing on Windows before Python 3.13; every atomic write went through it."""
+    monkeypatch.delattr(os, "fchmod", raising=False)
+    with atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "a.bin").read_bytes() == b"x" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]

@@ -11,10 +11,10 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "link_or_copy", "replace_dir"]
+__all__ = ["atomic_path", "atomic_paths", "link_or_copy", "replace_dir"]
 
 
 def _umask() -> int:
@@ -35,19 +35,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> with atomic_path("out/model.bin") as tmp:
         ...     tmp.write_bytes(data)
     """
-    path = Path(path)
+    with atomic_paths([path]) as (tmp,):
+        yield tmp
+
+
+def _temporary_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for a set of files that belong together (weights and their config).
+
+    Every temporary file is written in full before any of ``paths`` is touched, so a failure
+    while writing (a full disk, a value that cannot be encoded) leaves all of them as they were.
+    Then the last path, the one whose presence marks the set complete, is removed first and
+    replaced last: a process killed between the renames leaves an incomplete set that does not
+    pass for a whole one, never old and new files that look like one. A single path is
+    replaced in one step, never removed.
+    """
+    paths = [Path(p) for p in paths]
+    tmps: list[Path] = []
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        for path in paths:
+            tmps.append(_temporary_beside(path))
+            os.chmod(tmps[-1], 0o666 & ~_umask())  # os.fchmod is POSIX-only before Python 3.13
+        yield list(tmps)
+        if len(paths) > 1:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths[-1])
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 

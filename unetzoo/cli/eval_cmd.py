@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             record = {"model": args.model, "data": args.data, "images": count, "metrics": metrics}
             with atomic_path(args.json) as tmp:
-                tmp.write_text(json.dumps(record, indent=2))
+                tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     except (ConfigError, DataError, OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
         print(f"unetzoo eval: error: {err}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ def _voc_root(root: Path) -> Path:
 def _read_split(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"split file {path} not found; expected one image id per line")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not ids:
         raise DataError(f"split file {path} is empty")
     return ids

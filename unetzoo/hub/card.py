@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,12 @@ def model_card(
 
 
 def retarget_card(text: str, repo_id: str, model_name: str) -> str:
-    """A card written for a local folder (title = model name, usage from ``path/to/this/folder``)
-    pointed at ``repo_id``; metrics, datasets and everything else stay as they were."""
-    text = text.replace(f'from_pretrained("{_LOCAL}")', f'from_pretrained("{repo_id}")')
-    return text.replace(f"\n# {model_name}\n", f"\n# {repo_id}\n", 1)
+    """A card pointed at ``repo_id``: its title and usage snippet, written for a local folder
+    (title = model name, usage from ``path/to/this/folder``) or for another repository, name
+    ``repo_id``; metrics, datasets and everything else stay as they were."""
+    found = re.search(r'unetzoo\.from_pretrained\("([^"\n]*)"\)', text)
+    if found is None:  # not a card unetzoo wrote (edited by hand): leave it as it is
+        return text
+    old = found.group(1)
+    text = text.replace(f'from_pretrained("{old}")', f'from_pretrained("{repo_id}")')
+    return text.replace(f"\n# {model_name if old == _LOCAL else old}\n", f"\n# {repo_id}\n", 1)

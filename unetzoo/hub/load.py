@@ -23,7 +23,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
     if not isinstance(config, dict) or "model_name" not in config or "model_args" not in config:
@@ -67,7 +67,15 @@ def _hub_file(repo_id: str, filename: str, *, revision, token, cache_dir, local_
     blocked = "local_files_only=True" if local_files_only else network_block_reason(endpoint)
     kwargs = dict(revision=revision, token=token, cache_dir=cache, endpoint=endpoint)
     try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=blocked is not None, **kwargs))
+        try:
+            return Path(hf_hub_download(repo_id, filename, local_files_only=blocked is not None, **kwargs))
+        except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+            raise  # answers about the repository itself (a gated one is a RepositoryNotFoundError)
+        except Exception as err:  # noqa: BLE001 - a reset, a proxy's 502: the cache may still hold the file
+            if blocked is not None:
+                raise
+            blocked = f"the download failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            return Path(hf_hub_download(repo_id, filename, local_files_only=True, **kwargs))
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
             f"{repo_id}/{filename} (revision {revision or 'main'}) is not in the Hugging Face cache {cache}, and "
@@ -87,6 +95,12 @@ def model_files(ref: str | os.PathLike, **hub_kwargs: Any) -> tuple[Path, Path]:
     path = Path(ref).expanduser()
     if path.is_file() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
         path = path.parent
+    elif path.is_file():
+        raise FileNotFoundError(
+            f"{path} is a file; from_pretrained takes a folder written by save_pretrained (config.json + "
+            f"model.safetensors) or a Hub repository id. For a weights file, build the network and load it: "
+            f"unetzoo.create(NAME, checkpoint='{path}'), or import it once with `unetzoo convert`"
+        )
     if path.is_dir():
         files = path / CONFIG_NAME, path / WEIGHTS_NAME
         for f in files:
@@ -152,8 +166,8 @@ def from_pretrained(
     """Load a model saved with :func:`save_pretrained`, from a folder or a Hub repository.
 
     The architecture is rebuilt from ``config.json`` with ``pretrained=False`` (encoder weights
-    are never downloaded) and every tensor is loaded strictly from ``model.safetensors``. The
-    model is returned in eval mode; :func:`unetzoo.transforms_for` gives its recorded preprocessing.
+    are never downloaded) and every tensor is loaded strictly from ``model.safetensors``. A
+    model saved in bfloat16 or float16 comes back in that dtype. It is returned in eval mode; :func:`unetzoo.transforms_for` gives its recorded preprocessing.
 
     Args:
         dir_or_repo_id: a local folder, or ``"org/name"`` on the Hub (``HF_ENDPOINT`` is honoured).
@@ -189,6 +203,11 @@ def from_pretrained(
         load_converted(model, state, source=str(weights_path))
     except ValueError as err:
         raise ValueError(f"{weights_path} does not fit the model described by {config_path}: {err}") from None
+    if isinstance(config.get("dtype"), str):  # saved in bfloat16/float16: back to it, bit for bit
+        dtype = getattr(torch, config["dtype"], None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{config_path}: 'dtype' is {config['dtype']!r}, not a torch floating-point dtype")
+        model.to(dtype)
     pre = config.get("preprocessing")
     model.preprocessing = Preprocessing.from_dict(pre) if pre else None
     model.pretrained_from = config.get("pretrained_from")

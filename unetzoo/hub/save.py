@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from unetzoo._atomic import atomic_path
+from unetzoo._atomic import atomic_paths
 from unetzoo.hub.card import model_card
 from unetzoo.weights.preprocessing import transforms_for
 
-__all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "model_config", "save_pretrained"]
+__all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "model_config", "save_pretrained", "unwrap"]
 
 #: bump when config.json changes incompatibly; readers refuse newer versions
 FORMAT_VERSION = 1
@@ -25,6 +25,7 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     """The ``config.json`` content for ``model``: enough to rebuild it with :func:`unetzoo.create`."""
     from unetzoo import __version__
 
+    model = unwrap(model)
     if getattr(model, "config", None) is None:
         raise ValueError(f"{type(model).__name__} has no .config; build models with unetzoo.create() to save them")
     if getattr(model, "inference_options", None) is not None:
@@ -36,9 +37,10 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     weights = getattr(model, "weights_spec", None)
     started = getattr(model, "pretrained_from", None)  # set by from_pretrained
     if weights is not None:
-        started = {"tag": weights.tag, "source": weights.source, "location": weights.location,
-                   "license": weights.license}
-    return {
+        # a local file's path means nothing elsewhere and may say too much: keep its name only
+        location = Path(weights.location).name if weights.source == "file" else weights.location
+        started = {"tag": weights.tag, "source": weights.source, "location": location, "license": weights.license}
+    config = {
         "library_name": "unetzoo",
         "format_version": FORMAT_VERSION,
         "unetzoo_version": __version__,
@@ -47,6 +49,15 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         "pretrained_from": started,
         "preprocessing": transforms_for(model).to_dict(),
     }
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1 and (dtype := dtypes.pop()) != torch.float32:  # from_pretrained casts back to it
+        config["dtype"] = str(dtype).removeprefix("torch.")
+    return config
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile`` wrapper holds (its state_dict keys carry ``_orig_mod.``)."""
+    return getattr(model, "_orig_mod", model)
 
 
 def _optimized(options: dict[str, Any]) -> str:
@@ -57,7 +68,7 @@ def _optimized(options: dict[str, Any]) -> str:
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``state_dict`` as contiguous CPU tensors, copying any that share storage (safetensors needs that)."""
     out, seen = {}, set()
-    for key, value in model.state_dict().items():
+    for key, value in unwrap(model).state_dict().items():
         value = value.detach().to("cpu").contiguous()
         where = (value.untyped_storage().data_ptr(), value.storage_offset())
         out[key] = value.clone() if where in seen and value.numel() else value
@@ -102,12 +113,13 @@ def save_pretrained(
         known = (config.get("pretrained_from") or {}).get("license")
         license = known if known not in (None, "", "unknown") else None
     card = model_card(config, repo_id=repo_id, license=license, datasets=datasets, metrics=metrics, tags=tags)
-    # each file is replaced whole; config.json goes last, so a save killed part-way into a new
-    # folder leaves no config.json there (not a model folder) rather than a torn one
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(_tensors(model), tmp, metadata={"format": "pt", "unetzoo_model": config["model_name"]})
-    with atomic_path(folder / CARD_NAME) as tmp:
-        tmp.write_text(card)
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(text)
+    # the three files are written in full before any is replaced, so a failed save leaves an
+    # earlier model in the folder whole; config.json is removed first and replaced last, so a
+    # save killed between the renames leaves no config.json (not a model folder), never one
+    # model's config beside another's weights. Other files in the folder are left alone.
+    paths = [folder / WEIGHTS_NAME, folder / CARD_NAME, folder / CONFIG_NAME]
+    with atomic_paths(paths) as (weights_tmp, card_tmp, config_tmp):
+        save_file(_tensors(model), weights_tmp, metadata={"format": "pt", "unetzoo_model": config["model_name"]})
+        card_tmp.write_text(card, encoding="utf-8")
+        config_tmp.write_text(text, encoding="utf-8")
     return folder

@@ -20,7 +20,7 @@ import torch
 from unetzoo._atomic import link_or_copy
 from unetzoo.hub.card import retarget_card
 from unetzoo.hub.load import model_files, read_config
-from unetzoo.hub.save import CARD_NAME, CONFIG_NAME, save_pretrained
+from unetzoo.hub.save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from unetzoo.weights.network import hf_endpoint, network_block_reason
 
 __all__ = ["push_folder", "push_to_hub", "pull"]
@@ -32,6 +32,23 @@ def _require_network(action: str) -> str:
     if blocked:
         raise ConnectionError(f"cannot {action}: {endpoint} cannot be used ({blocked})")
     return endpoint
+
+
+@contextlib.contextmanager
+def _network_errors(endpoint: str, action: str) -> Iterator[None]:
+    """A transport failure (a reset connection, a proxy that breaks the protocol) as a
+    ``ConnectionError`` naming the endpoint; the HTTP client's own exception types are not
+    ``OSError``s, so a caller (and the CLI) would otherwise see a raw traceback."""
+    try:
+        yield
+    except Exception as err:
+        package = type(err).__module__.split(".")[0]
+        if package not in ("httpx", "httpx2", "httpcore", "requests", "urllib3"):
+            raise
+        raise ConnectionError(
+            f"cannot {action}: the connection to {endpoint} failed ({type(err).__name__}: {err}). Check the "
+            "network, HF_ENDPOINT and any proxy, then retry"
+        ) from err
 
 
 def check_folder(folder: str | os.PathLike) -> Path:
@@ -57,7 +74,9 @@ def push_folder(
     """Upload a folder written by :func:`save_pretrained` (checked first) to ``repo_id``.
 
     Creates the repository if needed, and the branch ``revision`` names if it is new (the Hub
-    refuses a commit to a branch that does not exist), then commits the whole folder. Returns
+    refuses a commit to a branch that does not exist), then commits the model's three files
+    (nothing else in the folder, such as a killed save's temporary file). ``private=True`` on a
+    repository that exists and is public is refused before any upload. Returns
     the ``huggingface_hub.CommitInfo``. Raises ``PermissionError`` (saying how to pass a token)
     when the Hub refuses the token, and ``ConnectionError`` when offline.
     """
@@ -66,15 +85,22 @@ def push_folder(
     folder = check_folder(Path(folder).expanduser())
     endpoint = _require_network(f"push to {repo_id}")
     api = HfApi(endpoint=endpoint, token=token)
-    with _explain_refusal(endpoint, repo_id, token):
+    with _network_errors(endpoint, f"push to {repo_id}"), _explain_refusal(endpoint, repo_id, token):
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         repo_id = getattr(url, "repo_id", None) or repo_id
+        if private and api.repo_info(repo_id, repo_type="model").private is False:
+            raise ValueError(
+                f"{repo_id} already exists on {endpoint} and is public, so nothing was uploaded: private=True "
+                "(--private) makes new repositories private only. Make it private in its settings on the Hub "
+                f"(or HfApi().update_repo_settings({repo_id!r}, private=True)), or push without --private"
+            )
         if _is_new_branch_name(revision) and not create_pr:
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
         with _with_card_for(folder, repo_id) as upload:
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=upload,
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
                 repo_type="model",
                 commit_message=commit_message,
                 revision=revision,
@@ -112,19 +138,19 @@ def _is_new_branch_name(revision: str | None) -> bool:
 
 @contextlib.contextmanager
 def _with_card_for(folder: Path, repo_id: str) -> Iterator[Path]:
-    """``folder``, or a linked copy of it whose ``README.md`` names ``repo_id`` (a card written
-    by a plain ``save_pretrained``, e.g. a training run's ``best/``, shows a local path)."""
+    """``folder``, or a linked copy of its model files whose ``README.md`` names ``repo_id`` (a
+    card written by a plain ``save_pretrained``, e.g. a training run's ``best/``, shows a local
+    path, and one saved for another repository shows that one)."""
     card = folder / CARD_NAME
-    text = card.read_text() if card.is_file() else None
+    text = card.read_text(encoding="utf-8") if card.is_file() else None
     new = None if text is None else retarget_card(text, repo_id, read_config(folder / CONFIG_NAME)["model_name"])
     if new == text:
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="unetzoo-push-") as tmp:
-        for f in folder.iterdir():
-            if f.is_file() and f.name != CARD_NAME:
-                link_or_copy(f, Path(tmp) / f.name)
-        (Path(tmp) / CARD_NAME).write_text(new)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            link_or_copy(folder / name, Path(tmp) / name)
+        (Path(tmp) / CARD_NAME).write_text(new, encoding="utf-8")
         yield Path(tmp)
 
 
@@ -164,11 +190,11 @@ def pull(repo_id: str, local_dir: str | os.PathLike, *, revision: str | None = N
 
     endpoint = _require_network(f"pull {repo_id}")
     try:
-        folder = snapshot_download(repo_id, revision=revision, token=token, local_dir=local_dir, endpoint=endpoint)
+        with _network_errors(endpoint, f"pull {repo_id}"):
+            folder = snapshot_download(repo_id, revision=revision, token=token, local_dir=local_dir,
+                                       endpoint=endpoint)
     except RevisionNotFoundError:
         raise FileNotFoundError(f"{repo_id} on {endpoint} has no revision {revision!r}") from None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"no repository {repo_id} on {endpoint} (a private one needs token=...)") from None
-    folder = Path(folder)
-    read_config(folder / CONFIG_NAME)
-    return folder
+    return check_folder(folder)  # the weights too: a corrupt file is found here, not at the first load

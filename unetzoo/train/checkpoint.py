@@ -113,7 +113,7 @@ def stage_best(model: torch.nn.Module, run_dir: str | os.PathLike, epoch: int, *
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, **card)
-        (tmp / STAGED_EPOCH).write_text(f"{epoch}\n")  # inside the folder, so both appear in one rename
+        (tmp / STAGED_EPOCH).write_text(f"{epoch}\n", encoding="utf-8")  # inside the folder, so both appear in one rename
 
     return replace_dir(Path(run_dir) / STAGED_NAME, write)
 
@@ -145,7 +145,7 @@ def finish_best(run_dir: str | os.PathLike, best_epoch: int) -> str | None:
     if not staged.exists():
         return None
     try:
-        epoch = int((staged / STAGED_EPOCH).read_text())
+        epoch = int((staged / STAGED_EPOCH).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         epoch = None
     if epoch is not None and epoch == best_epoch:

@@ -224,7 +224,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
             dw = f" ({n} depthwise convolutions train in fp32)" if (n := self.fp32_depthwise_count) else ""
             self.log(f"{cfg.model.name} on {self.device} ({self.dist.world_size} process(es)), precision "
                      f"{self.precision}{dw}, output {self.out}\n{self.data.summary}")

@@ -22,7 +22,7 @@ JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
 
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
