@@ -50,3 +50,42 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, monkeypatch):
     finally:
         sink.close()
     assert (tmp_path / "stdout").read_bytes() == b""
+
+
+def test_an_unknown_option_is_reported_by_its_command(capsys):
+    """The command's own usage line comes with the error; train and demo point at KEY=VALUE."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: unetzoo train") and "unrecognized arguments: --no-progress" in err
+    assert "KEY=VALUE overrides" in err
+    with pytest.raises(SystemExit):
+        main(["predict", "x.png", "--tilesize", "3"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: unetzoo predict") and "KEY=VALUE" not in err
+
+
+def test_export_names_a_missing_folder_and_keeps_a_saved_head(tmp_path, capsys):
+    import unetzoo
+
+    assert main(["export", str(tmp_path / "nope"), "--format", "onnx"]) != 0
+    assert f"there is no folder {tmp_path / 'nope'}" in capsys.readouterr().err
+    unetzoo.create("unet-classic", base_c=4).save_pretrained(tmp_path / "saved")
+    assert main(["export", str(tmp_path / "saved"), "--format", "onnx", "--num-classes", "5"]) != 0
+    assert "--num-classes" in capsys.readouterr().err and not list(tmp_path.glob("*.onnx"))
+
+
+def test_shortening_a_run_names_the_freeze_epochs_fix():
+    from unetzoo.train import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"freeze_epochs=2 must be between 0 and epochs=1; lower it "
+                                          r"\(freeze_epochs=0\)"):
+        load_config(None, ["epochs=1", "freeze_epochs=2"])
+
+
+def test_eval_help_says_tta_averages_probabilities(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "average the class probabilities over flips" in out and "logits" not in out

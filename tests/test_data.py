@@ -263,6 +263,7 @@ def test_validate_finds_each_problem_and_skips(tmp_path):
     text = str(info.value)
     assert "3 bad sample(s)" in text and "s1.png" in text and "s2.png" in text and "s3.png" in text
     assert "skip_bad=True" in text and "num_classes" in text
+    assert "data.skip_bad: true" in text  # the spelling a training config takes
     report = validate_dataset(ds, num_classes=2, skip_bad=True)
     kept, problems = report
     assert {p.kind for p in problems} == {"size_mismatch", "unreadable", "bad_labels"}

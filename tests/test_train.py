@@ -96,6 +96,15 @@ def test_train_cli_reports_device_state_and_divergence_errors_in_one_line(blobs:
         assert err.startswith("unetzoo train: error:") and needle in err and "Traceback" not in err, err
     assert main([*base, "-o", str(tmp_path / "ok")]) == 0
     capsys.readouterr()
+    # without --config, --resume continues with the run's own config.yaml (the defaults would
+    # name another network and data), and key=value still changes it
+    assert main(["train", "-o", str(tmp_path / "ok"), "--resume", "epochs=2"]) == 0
+    out = capsys.readouterr()
+    assert f"resumed {tmp_path / 'ok'} after epoch 1 of 2" in out.out + out.err, out
+    assert main(["train", "--resume"]) == 2
+    assert "needs the run folder: unetzoo train -o RUN_DIR --resume" in capsys.readouterr().err
+    assert main(["train", "-o", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
     assert main([*base, "-o", str(tmp_path / "ok"), "--resume", "model.options.base_c=8"]) == 2
     err = capsys.readouterr().err
     assert "model.options.base_c differ from the saved run's" in err and "Traceback" not in err

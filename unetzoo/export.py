@@ -66,14 +66,19 @@ def load_model(
 
     path = Path(ref)
     if path.is_dir():
-        if checkpoint is not None or options or in_chans is not None:
-            raise ValueError(f"{path} is a saved model; --checkpoint / options apply only to registry names")
-        return unetzoo.from_pretrained(path, num_classes=num_classes).eval()
+        if checkpoint is not None or options or in_chans is not None or num_classes is not None:
+            # a new num_classes would replace the trained head with a random one: never what an export wants
+            raise ValueError(f"{path} is a saved model; --checkpoint, --num-classes, --in-chans and options apply "
+                             "only to registry names")
+        return unetzoo.from_pretrained(path).eval()
     if path.suffix in (".pth", ".pt", ".safetensors", ".onnx") or path.exists():
         raise ValueError(
             f"{ref!r} is a file, not a registry name or a saved-model directory; "
             f"pass the architecture and the file: MODEL --checkpoint {ref}"
         )
+    if any(sep in str(ref) for sep in ("/", os.sep)):
+        raise ValueError(f"there is no folder {ref} (MODEL is a registry name such as unet-resnet50, or a folder "
+                         "written by save_pretrained)")
     return unetzoo.create(str(ref), checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans, **options).eval()
 
 

@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (for its usage line in errors), or ``parser`` itself."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command, parser)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -46,8 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # overrides of train/demo after "-o DIR" come back here; they go on, in their order
         if hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
             args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        else:  # the command's own usage and error, not the top level's
+            command = _subparser(parser, getattr(args, "command", None))
+            hint = ("; config settings are KEY=VALUE overrides (`unetzoo train --print-config` lists them)"
+                    if hasattr(args, "overrides") else "")
+            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

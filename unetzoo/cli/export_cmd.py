@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=sorted(_SUFFIX), help="output format")
     p.add_argument("--out", default=None, help="output file (default: <model><suffix> in the current folder)")
     p.add_argument("--checkpoint", default=None, help="whole-model checkpoint for a registry name")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--in-chans", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=None, help="output classes of a registry name's network")
+    p.add_argument("--in-chans", type=int, default=None, help="input channels of a registry name's network")
     p.add_argument("-o", "--option", type=model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture option for a registry name (repeatable), e.g. base_c=8")
     p.add_argument("--static", action="store_true", help="onnx / exported-program: fix batch/height/width to the example input's")

@@ -18,9 +18,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", default=None, help="YAML file (see configs/); default: built-in defaults")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optimizer.lr=3e-4")
     p.add_argument("--output-dir", "-o", default=None, help="run folder (same as output_dir=...)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the output folder after its last epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the output folder after its last epoch; without --config, with the "
+                   "config.yaml saved there (key=value still overrides, e.g. epochs=30 to train longer)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    """``--config``, or for ``--resume`` without one the ``config.yaml`` of the run being resumed,
+    so that a plain ``-o RUN --resume`` continues the run as it was configured."""
+    from unetzoo.train import ConfigError
+
+    if args.config is not None or not args.resume:
+        return args.config
+    out = args.output_dir or next((o.split("=", 1)[1] for o in reversed(args.overrides)
+                                   if o.startswith("output_dir=")), None)
+    if out is None:
+        raise ConfigError("--resume without --config needs the run folder: unetzoo train -o RUN_DIR --resume")
+    saved = os.path.join(os.path.expanduser(out), "config.yaml")
+    if not os.path.isfile(saved):
+        raise ConfigError(f"cannot resume {out}: it has no config.yaml (no run was started there); pass the run's "
+                          "folder with -o, or its config with -c")
+    return saved
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides.append("resume=true")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(_config_path(args), overrides)
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0

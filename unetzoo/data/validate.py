@@ -215,7 +215,7 @@ def _raise(problems: list[DataProblem], where: str, *, none_left: bool = False) 
     if len(problems) > _MAX_LISTED:
         lines.append(f"  ... and {len(problems) - _MAX_LISTED} more")
     fix = "no usable sample is left; fix the files" if none_left else \
-        "fix the files, or pass skip_bad=True to train without them"
+        "fix the files, or pass skip_bad=True (in a training config: data.skip_bad: true) to train without them"
     raise DataError(f"{len(problems)} bad sample(s) in {where}:\n" + "\n".join(lines) + f"\n{fix}.")
 
 

@@ -184,7 +184,9 @@ class TrainConfig:
         """Cross-field checks (types are checked while loading)."""
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
-            (0 <= self.freeze_epochs <= self.epochs, "freeze_epochs must be between 0 and epochs"),
+            (0 <= self.freeze_epochs <= self.epochs,
+             f"freeze_epochs={self.freeze_epochs} must be between 0 and epochs={self.epochs}; lower it "
+             f"(freeze_epochs={min(max(self.freeze_epochs, 0), max(self.epochs - 1, 0))}) or raise epochs"),
             (self.frozen_stages >= 0, "frozen_stages must be >= 0 (0: the whole encoder trains after freeze_epochs)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_every >= 1, "eval_every must be >= 1"),

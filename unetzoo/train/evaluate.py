@@ -167,7 +167,8 @@ def evaluate(
         keep: how many samples to return for the overlay grid.
         channels_last: feed inputs in channels-last memory format.
         progress: show a tqdm bar.
-        tta: average the logits over horizontal, vertical and both flips (4 passes per image).
+        tta: average the class probabilities over horizontal, vertical and both flips (4 passes per
+            image), as ``predict`` does.
     """
     from tqdm.auto import tqdm
 

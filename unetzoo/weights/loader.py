@@ -101,7 +101,8 @@ def find_weights(spec: ModelSpec, weights: WeightsSpec) -> Path:
     where = ", ".join(map(str, folders)) if folders else "not set"
     search.tried(f"{WEIGHTS_DIR_ENV} ({where})", f"no {' or '.join(names)}")
     search.hint(f"put {names[0]} in a folder and set {WEIGHTS_DIR_ENV}=<that folder>")
-    search.hint(f"pass pretrained='/path/to/{names[0]}' (a .safetensors or .pth file) or a folder holding it")
+    search.hint(f"pass pretrained='/path/to/{names[0]}' (a .safetensors or .pth file) or a folder holding it "
+                "(in a training config: model.pretrained: /path/to/...)")
     fetch = _FETCHERS.get(weights.source)
     if fetch is None:
         raise ValueError(f"unknown weights source {weights.source!r} for {search.label}")

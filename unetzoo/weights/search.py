@@ -52,6 +52,6 @@ class Search:
             *(f"  - {s}" for s in self.searched),
             "To provide them:",
             *(f"  - {h}" for h in self.hints),
-            "  - or build the model without weights: pretrained=False",
+            "  - or build the model without weights: pretrained=False (in a training config: model.pretrained: false)",
         ]
         return WeightsNotFoundError("\n".join(lines))
