@@ -4,6 +4,8 @@ Curated models plus timm backbones of many families: any input size gives a same
 output, gradients flow, and the encoder's declared channels/reductions are what it returns.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -84,3 +86,27 @@ def test_fixed_size_backbone_says_what_it_needs():
     model = unetzoo.create("unet-vit_tiny_patch16_224", num_classes=2, decoder_channels=(16, 16, 16))
     with pytest.raises(ValueError, match="only accepts 224x224"):
         model(torch.randn(1, 3, 100, 100))
+
+
+@pytest.mark.parametrize("name,size", [("unet-convmixer_768_32", (50, 70)), ("unet-crossvit_tiny_240", (240, 240))])
+def test_a_first_stride_that_is_no_power_of_two(name, size):
+    """ConvMixer's features are at stride 7, CrossViT's at 12 and 17, patch-14 ViTs' at 14: the
+    decoder doubles up past full resolution and the model resizes the logits to the input."""
+    model = unetzoo.create(name, num_classes=3, decoder_channels=_small_decoder(name)).eval()
+    first = model.encoder.reductions[0]
+    assert first & (first - 1) and len(model.decoder.extra) == math.ceil(math.log2(first))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 3, *size) and torch.isfinite(out).all()
+
+
+def test_halo_attention_pads_to_its_block_grid():
+    """HaloAttn splits its input into 8 px blocks at stride 32 here, so inputs are padded to a
+    multiple of 256, not only of the output stride; 67x71 used to fail an empty assertion."""
+    model = unetzoo.create("unet-eca_halonext26ts", num_classes=3, decoder_channels=(64, 32, 16, 8))
+    assert model.encoder.output_stride == 32 and model.pad_multiple == 256
+    model.train()
+    out = model(torch.randn(2, 3, 67, 71))
+    assert out.shape == (2, 3, 67, 71) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert len(model.encoder_stages()) == len(model.encoder.channels)

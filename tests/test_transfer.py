@@ -85,6 +85,9 @@ def test_stagewise_freezing(name):
     ("unet-xception41", 64),  # FeatureHookNet: taps inside blocks, shortcut registered first
     ("unet-legacy_xception", 96),  # FeatureHookNet around the whole model (.body)
     ("unet-pit_ti_224", 224),  # FeatureHookNet; position embedding and class token on the model
+    ("unet-coat_lite_tiny", 224),  # registers every patch embedding before the blocks that use them
+    ("unet-hrnet_w18_small", 64),  # later features all come out of the last stage
+    ("unet-inception_resnet_v2", 96),  # FeatureListNet whose children 'repeat' and 'repeat_1' both exist
 ])
 def test_stage_k_computes_feature_k(name, size):
     """Stage i really computes feature i: the parameters of stages 0..k are exactly those the
@@ -127,17 +130,39 @@ def test_hook_net_stages_leave_the_model_as_it_was():
     assert {id(p) for s in model.encoder_stages() for p in s.parameters()} <= params
 
 
-@pytest.mark.parametrize("name", ["unet-hrnet_w18_small", "unet-mvitv2_tiny", "unet-twins_pcpvt_small", "unet-gemma4_vit_167m"])
-def test_encoders_without_a_chain_of_stages_are_one_stage(name):
-    """The backbones the README lists as one stage: HRNet's features all come out of its last
-    stage; the others' taps do not map to consecutive modules (and they are not hook nets). Asking for more stages says how
-    many there are."""
+@pytest.mark.parametrize("name", ["unet-mvitv2_tiny", "unet-twins_pcpvt_small", "unet-qwen3_vit_88m"])
+def test_every_encoder_parameter_a_feature_needs_is_in_a_stage(name):
+    """Backbones whose taps do not cut their registered modules into a chain get one stage per
+    feature from the data flow, and no parameter is left out (qwen3's position embedding sits
+    on a nested module); built on the meta device, where the probe costs nothing."""
     with torch.device("meta"):
         model = unetzoo.create(name, num_classes=2)
-    assert len(model.encoder_stages()) == 1 < len(model.encoder.channels)
-    assert model.freeze_encoder(stages=1).frozen_stages == 1
+    stages = model.encoder_stages()
+    assert len(stages) == len(model.encoder.channels) > 1
+    held = [id(p) for s in stages for p in s.parameters()]
+    assert len(held) == len(set(held)) and set(held) == {id(p) for p in model.encoder.parameters()}
+
+
+def test_a_backbone_the_probe_cannot_run_falls_back_to_registration_order(monkeypatch):
+    """Where the probe pass fails (gemma4's ViT calls .item(), which the meta device refuses), the
+    stages come from registration order, and a backbone whose taps do not form a chain there
+    is one stage; asking for more says how many there are."""
+    import unetzoo.encoders.timm as timm_encoders
+
+    with torch.device("meta"):
+        lite, gemma = (unetzoo.create(n, num_classes=2) for n in ("unet-efficientnet_lite0", "unet-gemma4_vit_167m"))
+    assert len(gemma.encoder_stages()) == 1 < len(gemma.encoder.channels)
+    assert gemma.freeze_encoder(stages=1).frozen_stages == 1
     with pytest.raises(ValueError, match=r"between 0 and 1 \(this encoder has 1 stages\)"):
-        model.freeze_encoder(stages=2)
+        gemma.freeze_encoder(stages=2)
+    by_flow = [{id(p) for p in s.parameters()} for s in lite.encoder_stages()]
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("cannot probe")
+
+    monkeypatch.setattr(timm_encoders, "_dataflow_stages", fails)
+    lite.encoder._dataflow = None
+    assert [{id(p) for p in s.parameters()} for s in lite.encoder_stages()] == by_flow
 
 
 def test_param_groups():

@@ -256,8 +256,10 @@ class SegmentationModel(UnetZooModel):
         self.in_chans = encoder.in_chans
         self.num_classes = head.out_channels
         # backbones built for one input size (ViT, LeViT, EfficientViT) take it as it is: padding it to
-        # the stride would give a size they refuse (224 is no multiple of LeViT's 64)
-        self.pad_multiple = None if getattr(encoder, "fixed_input_size", None) else encoder.output_stride
+        # the stride would give a size they refuse (224 is no multiple of LeViT's 64); halo attention
+        # asks for more than the stride (the encoder's pad_multiple)
+        self.pad_multiple = (None if getattr(encoder, "fixed_input_size", None)
+                             else getattr(encoder, "pad_multiple", encoder.output_stride))
 
     def encoder_stages(self) -> list[nn.Module]:
         return self.encoder.stages()

@@ -290,9 +290,11 @@ class UnetDecoder(nn.Module):
             )
         num_skip = len(encoder_channels) - 1
         first = encoder_reductions[0]
-        num_extra = int(round(math.log2(first)))
-        if 2**num_extra != first:
-            raise ValueError(f"the shallowest feature's stride must be a power of 2, got {first}")
+        if first < 1:
+            raise ValueError(f"the shallowest feature's stride must be >= 1, got {first}")
+        # 2x steps up to full resolution; a stride that is no power of 2 (patch-14 ViTs, ConvMixer)
+        # is rounded up, and the model resizes the slightly larger logits to the input
+        num_extra = math.ceil(math.log2(first) - 1e-9)
         widths = list(decoder_channels) if decoder_channels is not None else list(default_decoder_channels(num_skip))
         if not num_skip <= len(widths) <= num_skip + num_extra:
             raise ValueError(

@@ -53,35 +53,45 @@ class TimmEncoder(Encoder):
         # token models (ViT, Swin, ...) are built for one input size; say so instead of failing deep inside
         self.fixed_input_size = tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
         self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
-        self._dataflow: list[list[tuple[str, bool]]] | None = None  # hook nets' stages, by name
+        # inputs are padded to a multiple of this: the output stride, or more where a layer needs it
+        self.pad_multiple = self.output_stride if self.fixed_input_size else _pad_multiple(self.model, name, kwargs, cfg)
+        self._dataflow: list[list[tuple[str, str | None]]] | None = None  # stages by name (_dataflow_stages)
 
     def stages(self) -> list[nn.Module]:
-        """Group the backbone's modules into one stage per tapped feature.
+        """Group the backbone's modules into one stage per tapped feature: stage ``i`` is what
+        feature ``i`` needs and no earlier feature does.
 
-        timm's ``FeatureListNet`` (ResNet, ConvNeXt, ...) names its tapped top-level modules in
-        ``return_layers``. The other feature nets tap modules named in ``feature_info``: nested
-        ones (``blocks.2`` in EfficientNet, MobileNetV3), ones inside the wrapped model of a
-        ``FeatureGetterNet`` (ViT, LeViT, EfficientFormer). Their modules run in the order
-        they are registered, so a stage is everything after the previous tap up to the module
-        holding its own; parameters held by the model itself (a ViT's position embedding and
-        class token) belong to the first stage. Backbones whose features do not form such a
-        chain (HRNet, where every feature comes out of the last stage) stay one stage.
-
-        A ``FeatureHookNet`` (Xception, NASNet, PNASNet, PiT) taps points inside blocks, whose
-        shortcut may be registered before the main path: its stages come from the data flow
-        instead (:func:`_dataflow_stages`), computed once per encoder.
+        timm's ``FeatureListNet`` (ResNet, ConvNeXt, ...) runs its top-level modules in order
+        and names the tapped ones in ``return_layers``: a stage is everything after the
+        previous tap up to its own. For the other feature nets (EfficientNet's and
+        MobileNetV3's ``blocks.N`` taps, a ``FeatureGetterNet`` around a ViT, the hook-based
+        Xception, NASNet, PNASNet and PiT, HRNet) registration order need not be the order the
+        modules run in, so the stages come from the data flow (:func:`_dataflow_stages`, one
+        probe pass, computed once per encoder): a block's shortcut and the layers after a tap
+        belong to the next stage, and a ViT's class token and position embedding to the first.
+        Where the probe cannot run, registration order decides; a backbone whose taps then do
+        not cut its modules into a chain stays one stage.
         """
         return_layers = getattr(self.model, "return_layers", None)
-        if return_layers:
-            return _group(self.model.named_children(), set(return_layers))
-        if type(self.model).__name__ == "FeatureHookNet":
-            # taps inside blocks (Xception's ``blocks.2.stack.act3``) or whole models kept as
-            # ``.body`` (NASNet): registration order says nothing here, the data flow does
-            if self._dataflow is None:
+        if return_layers:  # FeatureListNet: its children run in order; their names are the taps
+            stages = _group(self.model.named_children(), set(return_layers), exact=True)
+            return stages if len(stages) == len(self.channels) else [self.model]
+        # the other feature nets (timm's own feature classes, FeatureGetterNet, FeatureHookNet):
+        # registration order need not be the order the modules run in (CoaT-Lite registers every
+        # patch embedding first), nor must a stage's modules be consecutive, so the data flow decides
+        if self._dataflow is None:
+            try:
                 self._dataflow = _dataflow_stages(self, self._probe_size())
-            if len(self._dataflow) != len(self.channels):
-                return [self.model]
+            except Exception:  # noqa: BLE001 - a backbone the probe cannot run: by registration order
+                self._dataflow = []
+        if len(self._dataflow) == len(self.channels):
             return [_stage_modules(self.model, entries) for entries in self._dataflow]
+        return self._registered_stages()
+
+    def _registered_stages(self) -> list[nn.Module]:
+        """Stages by registration order: everything after the previous tap up to the module holding
+        the next one, parameters held by the model itself in the first; one stage if the taps do
+        not cut the modules into a chain."""
         taps = [info["module"] for info in self.model.feature_info.get_dicts()]
         root = self.model
         if type(root).__name__ == "FeatureGetterNet":  # the wrapped model's own names
@@ -100,6 +110,7 @@ class TimmEncoder(Encoder):
         if self.fixed_input_size is not None:
             return self.fixed_input_size
         side = max(4 * self.output_stride, 128)
+        side = -(-side // self.pad_multiple) * self.pad_multiple  # halo attention needs more
         return side, side
 
     def native_keys(self) -> frozenset[str] | None:
@@ -142,13 +153,46 @@ class TimmEncoder(Encoder):
         return list(features)
 
 
-def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str]) -> list[nn.Module]:
+def _pad_multiple(model: nn.Module, name: str, kwargs: dict, cfg: Mapping) -> int:
+    """The output stride, or its least common multiple with what halo attention needs.
+
+    timm's ``HaloAttn`` (HaloNet, ``*_halonext*``, ``haloregnetz``) splits its input into
+    ``block_size`` blocks, so its input's height and width must be multiples of it: at stride
+    ``s`` the image must be a multiple of ``s * block_size`` (256 for ``halonet_h1``), more than
+    the output stride. The strides are found by one pass of a copy on the meta device (no
+    memory, no arithmetic) at the backbone's default size.
+    """
+    import math
+
+    stride = max(model.feature_info.reduction())
+    if not any(type(m).__name__ == "HaloAttn" for m in model.modules()):
+        return stride
+    with torch.device("meta"):
+        meta = timm.create_model(name, **kwargs)
+    side = int(cfg.get("input_size", (3, 256, 256))[-1])
+    seen: list[tuple[int, int]] = []
+    handles = [m.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], m.block_size)))
+               for m in meta.modules() if type(m).__name__ == "HaloAttn"]
+    try:
+        meta(torch.empty(1, kwargs.get("in_chans", 3), side, side, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    multiple = stride
+    for width, block in seen:
+        multiple = math.lcm(multiple, side // width * block)
+    return multiple
+
+
+def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str], exact: bool = False) -> list[nn.Module]:
     """Consecutive modules, cut after each one that is or holds a tapped name (modules after
-    the last tap are unused). A name may be flattened (``blocks_2`` for ``blocks.2``)."""
+    the last tap are unused). A name may be flattened (``blocks_2`` for ``blocks.2``), unless
+    ``exact`` (FeatureListNet's ``return_layers`` name its children exactly: ``repeat`` does
+    not hold ``repeat_1`` there)."""
     stages, current, pending = [], [], set(taps)
     for name, module in named:
         current.append(module)
-        hit = {t for t in pending if _holds(name, t)}
+        hit = {t for t in pending if (t == name if exact else _holds(name, t))}
         if hit:
             stages.append(nn.ModuleList(current))
             current = []
@@ -158,7 +202,7 @@ def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str]) -> list[nn.Mo
     return stages
 
 
-def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[tuple[str, bool]]]:
+def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[tuple[str, str | None]]]:
     """Stage ``i``: the modules that feature ``i`` needs and no earlier feature does.
 
     One forward pass of a zero image (no random numbers drawn; norms in eval mode, so their
@@ -168,8 +212,9 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
     the pass, so the graph reaches every module, frozen or not. Modules no feature needs are in
     no stage.
 
-    Returns, per stage, ``(name, whole)`` pairs of ``encoder.model``'s modules: ``whole`` for a
-    leaf module, otherwise only the parameters the module holds itself (a position embedding).
+    Returns, per stage, ``(name, None)`` for a whole leaf module of ``encoder.model`` and
+    ``(name, parameter)`` for a parameter a container holds itself (a position embedding),
+    each in the stage of the first feature that needs it.
     Names rather than modules, so that the answer survives ``to_empty`` and
     ``load_state_dict(assign=True)``, which replace parameters.
     """
@@ -210,22 +255,27 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
             if variable is not None:
                 param_first.setdefault(id(variable), i)
             stack.extend(n for n, _ in node.next_functions)
-    stages: list[list[tuple[str, bool]]] = [[] for _ in features]
+    stages: list[list[tuple[str, str | None]]] = [[] for _ in features]
     for name, m in named:
-        needed_by = [param_first[id(p)] for p in m.parameters(recurse=False) if id(p) in param_first]
-        if name in leaves:  # parameter-free ones too (dropout, pooling): by their output
+        if name in leaves:  # whole, parameter-free ones too (dropout, pooling): by their output
+            needed_by = [param_first[id(p)] for p in m.parameters(recurse=False) if id(p) in param_first]
             needed_by += [first[n] for n in outputs.get(name, ()) if n in first]
-        if needed_by:
-            stages[min(needed_by)].append((name, name in leaves))
+            if needed_by:
+                stages[min(needed_by)].append((name, None))
+            continue
+        for pname, p in m.named_parameters(recurse=False):  # a container's own: each where first needed
+            if id(p) in param_first:  # (CoaT's cls_token1..4 serve four different stages)
+                stages[param_first[id(p)]].append((name, pname))
     return [s for s in stages if s]
 
 
-def _stage_modules(root: nn.Module, entries: list[tuple[str, bool]]) -> nn.ModuleList:
-    """The modules of one :func:`_dataflow_stages` stage, looked up in ``root`` now."""
-    modules = []
-    for name, whole in entries:
-        module = root.get_submodule(name)
-        modules.append(module if whole else nn.ParameterList(module.parameters(recurse=False)))
+def _stage_modules(root: nn.Module, entries: list[tuple[str, str | None]]) -> nn.ModuleList:
+    """The modules of one :func:`_dataflow_stages` stage, looked up in ``root`` now: whole leaf
+    modules, and the container-held parameters in one ``ParameterList``."""
+    modules = [root.get_submodule(name) for name, pname in entries if pname is None]
+    loose = [getattr(root.get_submodule(name), pname) for name, pname in entries if pname is not None]
+    if loose:
+        modules.insert(0, nn.ParameterList(loose))
     return nn.ModuleList(modules)
 
 
