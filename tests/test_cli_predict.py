@@ -288,3 +288,116 @@ def test_tiles_smaller_than_the_pooling_grid_are_refused(saved_model, images):
     model = unetzoo.from_pretrained(saved_model)
     with pytest.raises(ValueError, match="smaller than the network's down-sampling factor 16"):
         unetzoo.predict(model, np.zeros((40, 40, 3), np.uint8), tile=8)
+
+
+# ------------------------------------------------------------------ review fixes (2026-12-06)
+def test_predicting_into_the_input_folder_skips_earlier_outputs(saved_model, tmp_path, capsys):
+    """--out may be the input folder (or hold it): its images are found, and a second run does
+    not take the first run's outputs for inputs."""
+    _write_rgb(tmp_path / "same" / "a.png", 40, 52, 0)
+    for _ in range(2):
+        assert main(["predict", str(saved_model), str(tmp_path / "same"), "-o", str(tmp_path / "same")]) == 0
+        assert "segmented 1 image(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["a.png", "a_labels.png", "a_overlay.png"]
+    _write_rgb(tmp_path / "parent" / "images" / "b.png", 40, 52, 1)
+    assert main(["predict", str(saved_model), str(tmp_path / "parent" / "images"), "-o", str(tmp_path / "parent")]) == 0
+    assert (tmp_path / "parent" / "b_labels.png").is_file()
+
+
+def test_an_output_never_replaces_an_input(saved_model, tmp_path, capsys):
+    _write_rgb(tmp_path / "ow" / "a.png", 40, 52, 0)
+    truth = tmp_path / "ow" / "a_labels.png"
+    _write_rgb(truth, 40, 52, 5)  # a ground-truth file that happens to be named like an output
+    before = truth.read_bytes()
+    rc = main(["predict", str(saved_model), str(tmp_path / "ow" / "a.png"), str(truth), "-o", str(tmp_path / "ow")])
+    assert rc == 2 and "would replace an input of this run" in capsys.readouterr().err
+    assert truth.read_bytes() == before and not (tmp_path / "ow" / "a_overlay.png").exists()
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_model_saved_in_bfloat16_predicts(saved_model, tmp_path, fast):
+    model = unetzoo.from_pretrained(saved_model).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    _write_rgb(tmp_path / "in" / "a.png", 40, 52, 0)
+    argv = ["predict", str(tmp_path / "bf16"), str(tmp_path / "in"), "-o", str(tmp_path / "out"), *(["--fast"] * fast)]
+    assert main(argv) == 0
+    assert Image.open(tmp_path / "out" / "a_labels.png").size == (52, 40)
+    image = io.read_image(tmp_path / "in" / "a.png", channels=3)
+    assert unetzoo.predict(unetzoo.from_pretrained(tmp_path / "bf16"), image).shape == (2, 40, 52)
+
+
+def test_a_failed_write_skips_that_image_only(saved_model, tmp_path, capsys):
+    long = "a" * 240  # a legal name; its outputs' temporary names are not
+    _write_rgb(tmp_path / "in" / f"{long}.png", 20, 24, 0)
+    _write_rgb(tmp_path / "in" / "zz.png", 20, 24, 1)
+    assert main(["predict", str(saved_model), str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert f"could not segment {tmp_path / 'in' / long}.png" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "out" / "zz_labels.png").is_file() and "segmented 1 image(s)" in captured.out
+
+
+def test_hidden_and_macos_resource_files_are_not_inputs(tmp_path):
+    _write_rgb(tmp_path / "mac" / "x.png", 8, 8, 0)
+    (tmp_path / "mac" / "._x.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "mac" / "__MACOSX").mkdir()
+    (tmp_path / "mac" / "__MACOSX" / "._x.png").write_bytes(b"\x00\x05\x16\x07")
+    pairs, _ = collect_images([str(tmp_path / "mac")])
+    assert [rel.as_posix() for _, rel in pairs] == ["x"]
+
+
+def test_a_renamed_output_never_takes_another_files_name(tmp_path):
+    for name in ("x.png", "x.jpg", "x_png.png"):
+        _write_rgb(tmp_path / "d" / name, 8, 8, 0)
+    names = {p.name: rel.as_posix() for p, rel in collect_images([str(tmp_path / "d")])[0]}
+    assert names == {"x_png.png": "x_png", "x.jpg": "x_jpg", "x.png": "x_png_2"}
+
+
+def test_very_large_images_are_read_and_the_limit_is_named(saved_model, tmp_path, monkeypatch, capsys):
+    """Pillow refuses images over MAX_IMAGE_PIXELS as decompression bombs (179 Mpx by default):
+    predict lifts the limit for the files it is given; the reader's error names the fix."""
+    import PIL.Image
+
+    _write_rgb(tmp_path / "in" / "big.png", 40, 52, 0)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 500)  # 2080 px is then more than twice the limit
+    with pytest.raises(io.ImageReadError, match="raise PIL.Image.MAX_IMAGE_PIXELS"):
+        io.read_image(tmp_path / "in" / "big.png")
+    assert main(["predict", str(saved_model), str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 0
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A JPEG stored 64x40 with orientation 6 (rotate 90 degrees) is shown, and read, as 40 wide, 64 tall."""
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:, :8] = 255  # a bright band on the stored image's left edge
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = io.read_image(tmp_path / "phone.jpg", channels=3)
+    assert shown.shape == (64, 40, 3)
+    assert shown[:8].mean() > 200 and shown[-8:].mean() < 50  # the left edge turned to the top
+
+
+def test_multi_page_tiffs_are_refused_with_the_fix(tmp_path):
+    pages = [Image.fromarray(np.full((16, 16), v, np.uint16)) for v in (1, 2, 3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(io.ImageReadError, match=r"stack of 3 pages.*save each page as its own file"):
+        io.read_image(tmp_path / "stack.tif")
+
+
+def test_an_overlap_the_tiles_cannot_keep_is_refused():
+    from unetzoo.inference.tiling import plan_padded_axis
+
+    assert plan_padded_axis(400, 128, 96, 32).window == 128
+    with pytest.raises(ValueError, match=r"overlap 120 is more than tile 128 less one down-sampling step \(32\)"):
+        plan_padded_axis(400, 128, 120, 32)
+
+
+def test_overlay_matches_a_float_blend(tmp_path):
+    """The banded integer overlay equals a plain float32 blend of the whole image."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, (37, 53)).astype(np.uint8)
+    colors = io.palette(256)
+    blend = np.round(0.7 * image.astype(np.float32) + 0.3 * colors[labels].astype(np.float32)).astype(np.uint8)
+    expected = np.where((labels > 0)[..., None], blend, image)
+    assert np.array_equal(io.overlay(image, labels, alpha=0.3), expected)

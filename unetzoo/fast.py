@@ -386,6 +386,9 @@ def optimize_for_inference(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = _resolve_dtype(dtype, device)
     model.eval().requires_grad_(False)
+    original_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if original_dtype != torch.float32:  # a model saved in bf16/fp16: up to float32 (exact) for the folding
+        model.float()  # and its checks, which feed float32 probes; the chosen dtype is applied below
     from unetzoo.fast_mkldnn import fuse_mkldnn, mkldnn_available
 
     # measured: oneDNN fusion and the lerp upsampling are faster in bfloat16 (not in float32) on CPUs,
@@ -403,7 +406,6 @@ def optimize_for_inference(
             reference = model(probe).float()
     folded, unfold = _fold_batchnorm(model, probe, check=True, reference=reference) if fold_bn else (0, lambda: None)
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    original_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     # what a failed fusion restores: the cast to dtype rounds every weight
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()} if mkldnn else None
     model.to(dtype=dtype, memory_format=fmt)

@@ -56,14 +56,29 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
         ImageReadError: if the file is missing, not an image, truncated, or cannot be given
             ``channels`` channels.
     """
+    from PIL import ImageOps
+
     path = Path(path)
     try:
         with Image.open(path) as im:
+            pages = getattr(im, "n_frames", 1)
+            if im.format == "TIFF" and pages > 1:  # (a camera's MPO JPEG holds a preview: not refused)
+                raise ImageReadError(
+                    f"{path} is a stack of {pages} pages (a multi-page TIFF); unetzoo segments single images: "
+                    "save each page as its own file (e.g. with tifffile or Fiji) and pass those"
+                )
             im.load()
-            array = _to_array(im, channels)
+            # the orientation viewers show (a phone's JPEG is often stored sideways with an EXIF
+            # tag saying so): the outputs then line up with the image as people see it
+            array = _to_array(ImageOps.exif_transpose(im), channels)
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(
+            f"cannot read image {path}: {exc} If the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS (or set it "
+            "to None); `unetzoo predict` lifts the limit"
+        ) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
     if channels is not None and _channels(array) != channels:
         raise ImageReadError(f"cannot convert image {path} ({_channels(array)} channels) to {channels} channels")
@@ -143,9 +158,18 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, colors: n
     if labels.shape != rgb.shape[:2]:
         raise ValueError(f"labels {labels.shape} and image {rgb.shape[:2]} differ in size")
     colors = palette(max(256, int(labels.max()) + 1)) if colors is None else np.asarray(colors, np.uint8)
-    tint = colors[labels].astype(np.float32)
-    mixed = (1.0 - alpha) * rgb.astype(np.float32) + alpha * tint
-    return np.where((labels > 0)[..., None], np.round(mixed), rgb).astype(np.uint8)
+    out = rgb.copy()
+    # only the labelled pixels, band by band: a few bytes per pixel on top of the image, where
+    # blending whole float32 planes took about 16 (an 8192x8192 overlay needed 3 GB more)
+    rows = max(1, (1 << 22) // max(1, labels.shape[1]))
+    for top in range(0, labels.shape[0], rows):
+        band = labels[top : top + rows]
+        where = band > 0
+        if where.any():
+            pixels = out[top : top + rows]
+            mixed = (1.0 - alpha) * pixels[where].astype(np.float32) + alpha * colors[band[where]].astype(np.float32)
+            pixels[where] = np.round(mixed).astype(np.uint8)
+    return out
 
 
 # ----------------------------------------------------------------------------- writing

@@ -61,12 +61,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------- inputs
+#: what predict writes next to each stem; such files are outputs, not inputs
+OUTPUT_SUFFIXES = ("_labels.png", "_overlay.png", "_prob.png", "_probs.npy")
+
+
+def _hidden(rel: Path) -> bool:
+    """Hidden files and folders (``.x.png``, macOS's ``._x.png`` and ``__MACOSX/``) are not images."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
 def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Image files named or found under ``inputs``, each with its output stem (relative path).
 
     Returns:
-        ``(path, stem)`` pairs, and the inputs that do not exist. Files under ``exclude`` (the
-        output folder) are skipped; stems that clash (``a.png`` and ``a.jpg``) keep their suffix.
+        ``(path, stem)`` pairs, and the inputs that do not exist. In a folder, hidden files and
+        folders are skipped, and so is the output folder ``exclude`` where it lies inside; where
+        the folder is the output folder or lies inside it, files named like predict's outputs
+        (``*_labels.png``, ...) are skipped instead. Stems that clash (``a.png`` and ``a.jpg``)
+        keep their suffix; a stem is never given to two files.
     """
     from unetzoo.io import IMAGE_EXTENSIONS
 
@@ -76,8 +88,16 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            found += [(f, f.relative_to(path)) for f in files if skip is None or skip not in f.resolve().parents]
+            root = path.resolve()
+            nested = skip is not None and root in skip.parents  # the output folder inside this one
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+                rel = f.relative_to(path)
+                if _hidden(rel) or (nested and skip in f.resolve().parents):
+                    continue
+                if not nested and skip is not None and (skip == root or skip in root.parents) \
+                        and f.name.endswith(OUTPUT_SUFFIXES):
+                    continue  # an output of an earlier run into this very folder
+                found.append((f, rel))
         elif path.is_file():
             found.append((path, Path(path.name)))
         else:
@@ -88,16 +108,29 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
     found = list(first.values())
     stems = [rel.with_suffix("") for _, rel in found]
     clash = {s for s in stems if stems.count(s) > 1}
-    pairs, used = [], set()
-    for (p, rel), stem in zip(found, stems):
-        stem = rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem
-        unique, n = stem, 1
-        while unique in used:  # same name in two inputs (a/x.png, b/x.png): x_png, x_png_2
+    wanted = [rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem
+              for (_, rel), stem in zip(found, stems)]
+    # files keeping their own name first, so that a renamed one (x.png as x_png, beside x.jpg)
+    # never takes the name another file (x_png.png) has by right; then x_png_2, x_png_3, ...
+    order = sorted(range(len(found)), key=lambda i: wanted[i] != stems[i])
+    taken: set[Path] = set()
+    named: dict[int, Path] = {}
+    for i in order:
+        unique, n = wanted[i], 1
+        while unique in taken:
             n += 1
-            unique = stem.with_name(f"{stem.name}_{n}")
-        used.add(unique)
-        pairs.append((p, unique))
+            unique = wanted[i].with_name(f"{wanted[i].name}_{n}")
+        taken.add(unique)
+        named[i] = unique
+    pairs = [(found[i][0], named[i]) for i in range(len(found))]
     return pairs, missing
+
+
+def output_paths(out: Path, stem: Path, *, overlay: bool, probs: bool) -> list[Path]:
+    """Every file predict may write for ``stem`` (the probabilities' name depends on the classes)."""
+    names = ["_labels.png", *(["_overlay.png"] if overlay else []), *(["_prob.png", "_probs.npy"] if probs else [])]
+    base = out / stem
+    return [base.with_name(base.name + suffix) for suffix in names]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -197,6 +230,18 @@ def run(args: argparse.Namespace) -> int:
         if found_none_in:
             print("unetzoo predict: error: no images found in " + ", ".join(found_none_in), file=sys.stderr)
         return 2
+    sources = {p.resolve() for p, _ in images}
+    for path, stem in images:  # checked before any work: an output never replaces an input
+        for target in output_paths(args.out, stem, overlay=args.overlay, probs=args.probs):
+            if target.resolve() in sources:
+                print(f"unetzoo predict: error: the output {target} (for {path}) would replace an input of this run; "
+                      "write into another folder with --out", file=sys.stderr)
+                return 2
+    # Pillow refuses images over 179 megapixels as possible decompression bombs; here the user
+    # names the files, and tiling keeps memory bounded (a whole-slide scan is a normal input)
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
     try:
         model = load_model(args.model, args.checkpoint, args.revision)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -220,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         except ImageReadError as exc:
             tqdm.write(f"unetzoo predict: error: {exc} (skipped)", file=sys.stderr)
             failed.append(str(path))
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError, OSError, MemoryError) as exc:  # a write that fails too: the next image
             tqdm.write(f"unetzoo predict: error: could not segment {path}: {exc}", file=sys.stderr)
             failed.append(str(path))
     print(f"segmented {done} image(s) into {args.out}")

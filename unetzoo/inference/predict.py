@@ -237,9 +237,14 @@ class _Forward:
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if use_autocast else contextlib.nullcontext
         )
+        # a model kept in bfloat16/float16 (from_pretrained restores the saved dtype) takes its own
+        # dtype; an optimize_for_inference model casts its inputs itself, and autocast casts them too
+        own = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        plain = getattr(model, "inference_options", None) is None and not use_autocast
+        self.input_dtype = own if plain and own != torch.float32 else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return flip_averaged(self._one, x.to(self.device, non_blocking=True), self.flips)
+        return flip_averaged(self._one, x.to(self.device, self.input_dtype, non_blocking=True), self.flips)
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():

@@ -144,6 +144,9 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
                          f"use a tile of at least {align}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be between 0 and tile - 1 = {tile - 1}, got {overlap}")
+    if overlap > tile - align:  # windows start on the align grid: they cannot overlap by more
+        raise ValueError(f"overlap {overlap} is more than tile {tile} less one down-sampling step ({align}) allows; "
+                         f"use an overlap of at most {tile - align}, or a larger tile")
     extended = math.ceil(length / multiple) * multiple
     # images smaller than one pooling cell (or than the one size a fixed-size backbone takes) are zero-padded
     window = tile if fixed else min(tile, max(extended, align))
