@@ -514,3 +514,24 @@ def test_no_normalisation_keeps_unit_range():
     assert torch.equal(image, _aligned_sample()[0].as_subclass(torch.Tensor))
     with pytest.raises(ValueError, match="both"):
         build_transforms(False, mean=(0.5,))
+
+
+def test_exif_orientation_is_applied_to_training_images(tmp_path):
+    """A phone JPEG stored 64x40 with orientation 6 is shown 40 wide and 64 tall, and annotation
+    tools draw its mask that way: validation and the reader see the same size as the mask."""
+    stored = np.zeros((40, 64, 3), np.uint8)
+    stored[:, :8] = 255  # the stored image's left edge: the top once turned
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    im.save(tmp_path / "images" / "phone.jpg", exif=exif, quality=95)
+    mask = np.zeros((64, 40), np.uint8)
+    mask[:8] = 255
+    Image.fromarray(mask).save(tmp_path / "masks" / "phone.png")
+    ds = SegmentationFolder(tmp_path, channels=3)
+    assert validate_dataset(ds, num_classes=2).num_samples == 1
+    image, target = ds[0]
+    assert tuple(image.shape) == (3, 64, 40) and tuple(target.shape) == (64, 40)
+    assert image[:, :8].mean() > 0.8 and image[:, -8:].mean() < 0.2

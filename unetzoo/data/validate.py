@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from unetzoo.data.io import DataError, file_channels, looks_binary, map_labels, read_mask
+from unetzoo.data.io import EXIF_ORIENTATION, DataError, file_channels, looks_binary, map_labels, read_mask
 
 __all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
 
@@ -80,12 +80,15 @@ def _image_size(path: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and the PIL mode, after decoding the file: a truncated JPEG passes
     ``Image.verify``.
 
-    JPEGs are decoded at 1/8 scale (``draft``), which still reads every byte of the file.
+    JPEGs are decoded at 1/8 scale (``draft``), which still reads every byte of the file. The
+    size is the one the readers give: an EXIF orientation that turns the image swaps it.
     """
     with Image.open(path) as im:
         size, mode = im.size, im.mode
+        if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn (or a transpose)
+            size = size[::-1]
         if im.format == "JPEG":
-            im.draft(im.mode, (max(size[0] // 8, 1), max(size[1] // 8, 1)))
+            im.draft(im.mode, (max(im.size[0] // 8, 1), max(im.size[1] // 8, 1)))
         im.load()
     return size, mode
 

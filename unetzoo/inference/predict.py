@@ -88,7 +88,8 @@ def predict(
         image: the image, see above.
         tile: network input size, an int or ``(h, w)``. Default 512 (padded networks, a
             multiple of ``model.pad_multiple``) or 572 (valid networks; must be a valid input size).
-        overlap: minimum overlap of neighbouring tiles (padded networks only); default tile // 4.
+        overlap: minimum overlap of neighbouring tiles (padded networks only); default tile // 4 (at most
+            tile less the output stride, which windows aligned to the stride can keep).
         batch_size: tiles per forward pass.
         output: ``"logits"`` (blended logits), ``"probs"`` (blended softmax, or sigmoid for one
             class) or ``"labels"`` (argmax of the blended probabilities; uint8 up to 256 classes).
@@ -166,7 +167,8 @@ def plan_tiles(
                              f"that size; use tile={fixed[0] if fixed[0] == fixed[1] else tuple(fixed)} or leave it unset")
         th, tw = fixed
     th, tw = th or DEFAULT_TILE, tw or DEFAULT_TILE
-    oh, ow = (th // 4, tw // 4) if overlap is None else (overlap, overlap)
+    # the default overlap, a quarter of the tile, as far as the alignment grid lets windows overlap
+    oh, ow = (min(th // 4, th - align), min(tw // 4, tw - align)) if overlap is None else (overlap, overlap)
     exact = fixed is not None
     return (plan_padded_axis(height, th, oh, multiple, align, fixed=exact),
             plan_padded_axis(width, tw, ow, multiple, align, fixed=exact))
