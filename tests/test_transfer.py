@@ -220,3 +220,24 @@ def test_training_keeps_the_first_stages_frozen_after_the_frozen_epochs(tmp_path
     assert not all(torch.equal(before[k], after[k]) for k in later)
     with pytest.raises(ConfigError, match=r"frozen_stages=9, but unet-classic's encoder has 5 stage\(s\); use 0 to 5"):
         Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path / "bad", frozen_stages=9)))
+
+
+def test_train_and_eval_do_not_probe_an_unfrozen_encoder(monkeypatch):
+    """Finding the stages of a timm feature net takes a probe pass: model.train()/eval() must not
+    run it when nothing is frozen (it was counted in benchmark FLOPs), and stages found before
+    optimize_for_inference folded the norms away must not break eval() afterwards."""
+    import unetzoo.encoders.timm as timm_encoders
+
+    def probe(*args, **kwargs):
+        raise AssertionError("probe pass in train()/eval()")
+
+    model = _small("unet-mobilenetv3_small_050")
+    with monkeypatch.context() as m:
+        m.setattr(timm_encoders, "_dataflow_stages", probe)
+        model.train()
+        model.eval()
+    frozen = _small("unet-mobilenetv3_small_050").freeze_encoder(stages=2)
+    frozen.optimize_for_inference(dtype=torch.float32)
+    frozen.train()
+    frozen.eval()
+    unetzoo.optimize_for_inference(_small("unet-efficientnet_lite0").eval(), dtype=torch.float32).eval()

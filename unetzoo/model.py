@@ -172,6 +172,8 @@ class UnetZooModel(nn.Module):
         return None if self._frozen_stages == -1 else self._frozen_stages
 
     def _frozen_modules(self) -> list[nn.Module]:
+        if self._frozen_stages == 0:  # nothing frozen: no need to know the stages (finding them may
+            return []  # take a probe pass, which train()/eval() must not run, nor count in FLOPs)
         if self._frozen_stages == -1:
             return self.encoder_modules()
         return self.encoder_stages()[: self._frozen_stages]

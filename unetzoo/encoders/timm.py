@@ -271,9 +271,18 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
 
 def _stage_modules(root: nn.Module, entries: list[tuple[str, str | None]]) -> nn.ModuleList:
     """The modules of one :func:`_dataflow_stages` stage, looked up in ``root`` now: whole leaf
-    modules, and the container-held parameters in one ``ParameterList``."""
-    modules = [root.get_submodule(name) for name, pname in entries if pname is None]
-    loose = [getattr(root.get_submodule(name), pname) for name, pname in entries if pname is not None]
+    modules, and the container-held parameters in one ``ParameterList``; what no longer exists
+    (a norm folded away) is left out."""
+    modules, loose = [], []
+    for name, pname in entries:
+        try:
+            module = root.get_submodule(name)
+        except AttributeError:  # replaced since (optimize_for_inference folds norms into convolutions)
+            continue
+        if pname is None:
+            modules.append(module)
+        elif isinstance(getattr(module, pname, None), nn.Parameter):
+            loose.append(getattr(module, pname))
     if loose:
         modules.insert(0, nn.ParameterList(loose))
     return nn.ModuleList(modules)
