@@ -172,6 +172,11 @@ def targets(rows, comparisons, peaks):
         if train32 and "frac_of_peak" in train32:
             out.append(_target(f"{model}: fp32 training step 256x256 b8 (for reference): % of fp32 peak",
                                f"{train32['frac_of_peak']:.0%}", "(reference)", None))
+    # a case that failed decides no target above, so it must not read as "every target met"
+    for r in rows:
+        if "error" in r:
+            case = " ".join(str(r.get(k, "?")) for k in ("name", "mode", "dtype", "variant"))
+            out.append(_target(f"case failed: {case}", str(r["error"]).splitlines()[0][:160], "runs", False))
     return out
 
 
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             print(f"--quick: reports go to {args.out}")
     command = "python benchmarks/bench_backbones.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    failed = 0
     if args.part in ("backbones", "all"):
         from unetzoo.fast import native_bf16_supported
 
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                           train_variants=["cl"],  # channels-last autocast, as the trainer runs on CPU
                           accuracy=not args.no_accuracy, accuracy_epochs=args.accuracy_epochs,
                           accuracy_data=args.accuracy_data, tag="backbones")
-        run_benchmark(cfg, command=command, notes=NOTES, title="unetzoo backbones")
+        failed += _failed(run_benchmark(cfg, command=command, notes=NOTES, title="unetzoo backbones"))
     if args.part in ("targets", "all"):
         from unetzoo.fast import native_bf16_supported
 
@@ -301,11 +307,18 @@ def main(argv: list[str] | None = None) -> int:
             "run (--bf16 always runs them); smp with channels_last + bf16 autocast by hand is timed once."])
         cfg = BenchConfig(models=args.target_models, dtypes=["float32", "bfloat16"], threads=args.threads,
                           out_dir=args.out, tag="targets")
-        run_benchmark(cfg, command=command, cases=target_cases(args.target_models, args.bf16_train, bf16),
-                      targets=targets, notes=notes, title="unetzoo speed targets vs smp")
+        failed += _failed(run_benchmark(cfg, command=command,
+                                        cases=target_cases(args.target_models, args.bf16_train, bf16),
+                                        targets=targets, notes=notes, title="unetzoo speed targets vs smp"))
     if args.part == "accuracy":
         accuracy_part(args, command)
-    return 0
+    if failed:
+        print(f"bench_backbones: {failed} case(s) failed; their rows in {args.out} say why", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _failed(out: dict) -> int:
+    return sum("error" in r for r in out["rows"])
 
 
 if __name__ == "__main__":

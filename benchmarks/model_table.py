@@ -32,7 +32,8 @@ def measure(name: str, size: int = 512) -> tuple[int, float, unetzoo.ModelInfo]:
         if getattr(model, "border", 0):  # valid-convolution nets take 16k+124 sizes only
             from unetzoo import valid_input_sizes
 
-            x = torch.empty(1, model.in_chans, *(2 * [min(valid_input_sizes(lo=size), key=lambda n: abs(n - size))]))
+            near = valid_input_sizes(lo=max(size - 16, 0), hi=size + 16)  # one step (16) either side
+            x = torch.empty(1, model.in_chans, *(2 * [min(near, key=lambda n: (abs(n - size), n))]))
         with FlopCounterMode(display=False) as counter:
             model(x)
     return info.num_params, counter.get_total_flops() / 1e9, info

@@ -374,3 +374,16 @@ def test_bench_accuracy_part_without_data_says_how_to_give_it(tmp_path, monkeypa
     with pytest.raises(SystemExit, match="pass --accuracy-data DIR or --accuracy-data builtin:nuclei"):
         module.main(["--part", "accuracy", "--models", "unet-resnet18", "--out", str(tmp_path)])
     assert not (tmp_path / "accuracy.md").exists()
+
+
+def test_a_failed_case_shows_as_an_unmet_target_and_fails_the_script(monkeypatch, capsys):
+    """A case that errors decides no target; the table must not then read as every target met."""
+    module = _script("bench_backbones")
+    rows = [{"name": "unet-resnet50", "mode": "infer", "dtype": "bfloat16", "variant": "fast",
+             "error": "RuntimeError: oneDNN said no\ntraceback..."}]
+    table = module.targets(rows, [], {})
+    assert table[-1] == {"target": "case failed: unet-resnet50 infer bfloat16 fast",
+                         "measured": "RuntimeError: oneDNN said no", "goal": "runs", "met": False}
+    monkeypatch.setattr(module, "run_benchmark", lambda cfg, **kw: {"rows": [*rows, {"name": "ok"}]})
+    assert module.main(["--part", "backbones", "--quick", "--models", "unet-resnet50"]) == 1
+    assert "1 case(s) failed" in capsys.readouterr().err

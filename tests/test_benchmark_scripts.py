@@ -192,3 +192,17 @@ def test_every_benchmark_script_answers_help_without_running(path, monkeypatch, 
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and out.startswith("usage:"), out[:300]
     assert "|---" not in out  # no measurement table: --help must not start the benchmark
+
+
+@pytest.mark.parametrize("size,nearest", [(512, 508), (2048, 2044)])
+def test_the_model_table_measures_unet_original_at_the_nearest_valid_size(size, nearest):
+    """508 is nearer 512 than 524 is; 2048 (beyond valid_input_sizes' default upper bound) works."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = _script("model_table")
+    _, gflops, _ = module.measure("unet-original", size)
+    with torch.device("meta"):
+        model = unetzoo.create("unet-original").eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, model.in_chans, nearest, nearest))
+    assert gflops == counter.get_total_flops() / 1e9

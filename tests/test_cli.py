@@ -89,3 +89,23 @@ def test_eval_help_says_tta_averages_probabilities(capsys):
         main(["eval", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "average the class probabilities over flips" in out and "logits" not in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--repeats", "0"], "argument --repeats: must be a positive integer, got 0"),
+    (["--batch", "0"], "argument --batch: must be a positive integer, got 0"),
+    (["--train-size", "-8"], "argument --train-size: must be a positive integer, got -8"),
+])
+def test_bench_refuses_bad_numbers_before_any_work(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "unet-classic", *argv])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_bench_refuses_an_unknown_device_in_one_line(capsys, monkeypatch):
+    import unetzoo.bench.run as bench_run
+
+    monkeypatch.setattr(bench_run, "run_benchmark", lambda *a, **k: pytest.fail("benchmark started"))
+    assert main(["bench", "unet-classic", "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unetzoo bench: error: --device:") and "use auto, cpu, cuda or cuda:N" in err

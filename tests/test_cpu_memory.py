@@ -30,15 +30,19 @@ mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = MallInfo2
 if sys.argv[1] == "tuned":
     assert cpu_memory.tune_cpu_allocator() and cpu_memory.cpu_allocator_tuned()
+if sys.argv[1] == "undone":
+    cpu_memory.tune_cpu_allocator(True)
+    assert cpu_memory.tune_cpu_allocator(False) is False
 before = mallinfo2().hblkhd  # bytes in mmap-ed blocks
-t = torch.empty(64 << 20, dtype=torch.uint8)
+t = torch.empty(int(sys.argv[2]) if len(sys.argv) > 2 else 64 << 20, dtype=torch.uint8)
 print(mallinfo2().hblkhd - before)
 """
 
 
-def _mmapped_by_a_big_tensor(setting: str) -> int:
+def _mmapped_by_a_big_tensor(setting: str, size: int = BIG) -> int:
     env = {**os.environ, cpu_memory.ENV_VAR: "default"}
-    proc = subprocess.run([sys.executable, "-c", _PROBE, setting], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _PROBE, setting, str(size)], env=env, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout.split()[-1])
 
@@ -54,6 +58,15 @@ def restore_allocator():
 def test_tuned_allocator_serves_large_tensors_from_the_heap():
     assert _mmapped_by_a_big_tensor("default") >= BIG  # glibc's default: its own mapping, unmapped on free
     assert _mmapped_by_a_big_tensor("tuned") < BIG  # from the heap, where it stays for the next tensor
+
+
+@glibc
+def test_undoing_the_tuning_leaves_glibcs_settled_thresholds():
+    """Once set, glibc's thresholds no longer adapt; undoing the tuning sets what they settle at
+    for large blocks: 4 MiB blocks from the heap (not a fresh mapping each, page-faulted in
+    again on every call: the fixed 128 KiB threshold gave that), 64 MiB ones mapped and returned."""
+    assert _mmapped_by_a_big_tensor("undone", 4 << 20) < 4 << 20
+    assert _mmapped_by_a_big_tensor("undone") >= BIG
 
 
 @glibc

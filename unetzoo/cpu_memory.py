@@ -32,9 +32,13 @@ import threading
 __all__ = ["auto_tune_cpu_allocator", "cpu_allocator_tuned", "release_free_memory", "tune_cpu_allocator"]
 
 ENV_VAR = "UNETZOO_CPU_ALLOCATOR"
-# mallopt parameters (malloc.h) and glibc's defaults, restored by tune_cpu_allocator(False)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# mallopt parameters (malloc.h). glibc adjusts its mmap and trim thresholds as a program runs
+# (from 128 KiB up to 32 MiB, trim at twice that) until any of these is set; it cannot be
+# switched back on, so tune_cpu_allocator(False) sets the values the adjustment settles at
+# for large blocks
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_SETTLED_MMAP_THRESHOLD = 32 * 1024 * 1024  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+_SETTLED_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 2 * _SETTLED_MMAP_THRESHOLD, 65536
 _KEEP_UP_TO = 0x7FFFFFFF  # bytes of free heap top kept before trimming: the largest int mallopt takes
 
 _lock = threading.Lock()
@@ -55,7 +59,12 @@ def _mallopt():
 
 
 def tune_cpu_allocator(enable: bool = True) -> bool:
-    """Keep freed CPU memory for reuse (``enable=True``) or restore glibc's defaults.
+    """Keep freed CPU memory for reuse (``enable=True``), or go back to glibc's behaviour.
+
+    glibc's own thresholds adapt while a program runs, and once set they cannot adapt again:
+    ``enable=False`` sets the values they settle at for large blocks (blocks of 32 MiB or more
+    mapped on their own and returned on ``free``; free heap top above 64 MiB trimmed). For
+    glibc's untouched defaults, start a fresh process with ``UNETZOO_CPU_ALLOCATOR=default``.
 
     Returns:
         Whether the tuned setting is in effect after the call; ``False`` where the C library is
@@ -71,8 +80,9 @@ def tune_cpu_allocator(enable: bool = True) -> bool:
     if mallopt is None:
         return False
     with _lock:
-        mmap_max, trim = (0, _KEEP_UP_TO) if enable else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
-        if not (mallopt(_M_MMAP_MAX, mmap_max) and mallopt(_M_TRIM_THRESHOLD, trim)):
+        mmap_max, trim = (0, _KEEP_UP_TO) if enable else (_DEFAULT_MMAP_MAX, _SETTLED_TRIM_THRESHOLD)
+        settled = enable or mallopt(_M_MMAP_THRESHOLD, _SETTLED_MMAP_THRESHOLD)
+        if not (settled and mallopt(_M_MMAP_MAX, mmap_max) and mallopt(_M_TRIM_THRESHOLD, trim)):
             raise OSError(f"mallopt refused M_MMAP_MAX={mmap_max} / M_TRIM_THRESHOLD={trim}")
         _tuned = enable
     return enable

@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from unetzoo.cli.options import non_negative_int, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,26 +24,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", default=["eager", "fast"],
                    choices=["eager", "cl", "fast", "fast-compile"], help="inference variants")
     p.add_argument("--train-variants", nargs="+", default=["eager"], choices=["eager", "cl"])
-    p.add_argument("--batch", nargs="+", type=int, default=[1], help="inference batch sizes")
-    p.add_argument("--size", nargs="+", type=int, default=[512], help="inference image sides")
-    p.add_argument("--train-batch", nargs="+", type=int, default=[8])
-    p.add_argument("--train-size", nargs="+", type=int, default=[256])
-    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--batch", nargs="+", type=positive_int, default=[1], help="inference batch sizes")
+    p.add_argument("--size", nargs="+", type=positive_int, default=[512], help="inference image sides")
+    p.add_argument("--train-batch", nargs="+", type=positive_int, default=[8], help="training batch sizes")
+    p.add_argument("--train-size", nargs="+", type=positive_int, default=[256], help="training image sides")
+    p.add_argument("--num-classes", type=positive_int, default=2)
     p.add_argument("--compare-smp", action="store_true",
                    help="also run each model with smp's decoder layout next to smp.Unet with the same encoder")
     p.add_argument("--smp-variants", nargs="+", default=["eager", "cl"], choices=["eager", "cl"])
     p.add_argument("--baseline", action="append", default=[], metavar="FILE.py:Builder",
                    help="extra network built by Builder(num_classes=...) from a Python file (repeatable)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls before timing")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed calls per case")
     p.add_argument("--min-time", type=float, default=0.0, help="keep timing until this many seconds")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--peak-max-n", type=int, default=2048, help="largest GEMM side for the peak measurement")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--peak-max-n", type=positive_int, default=2048,
+                   help="largest GEMM side for the peak measurement")
     p.add_argument("--no-isolate", action="store_true", help="run all cases in this process (memory less exact)")
     p.add_argument("--accuracy", action="store_true", help="fine-tune each model briefly and report held-out IoU")
     p.add_argument("--accuracy-data", default="", help="data set folder (images/ + masks/); default: shared nuclei")
-    p.add_argument("--accuracy-epochs", type=int, default=8)
+    p.add_argument("--accuracy-epochs", type=positive_int, default=8)
     p.add_argument("--out", default="benchmarks/results", help="output folder")
     p.add_argument("--tag", default="bench", help="file name stem of the outputs")
     p.set_defaults(func=run)
@@ -65,8 +68,15 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from unetzoo.bench.run import run_benchmark
     from unetzoo.registry import UnknownModelError, get_spec
+    from unetzoo.train.config import ConfigError
+    from unetzoo.train.distributed import resolve_device
 
     cfg = config_from_args(args)
+    try:  # an unknown or absent device: said now, not as a traceback after the GEMM peak
+        resolve_device(args.device)
+    except ConfigError as err:
+        print(f"unetzoo bench: error: --device: {err}", file=sys.stderr)
+        return 2
     for name in cfg.models:  # found out now, not as a failed row after the GEMM peak and the other models
         try:
             get_spec(name)
