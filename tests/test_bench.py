@@ -387,3 +387,23 @@ def test_a_failed_case_shows_as_an_unmet_target_and_fails_the_script(monkeypatch
     monkeypatch.setattr(module, "run_benchmark", lambda cfg, **kw: {"rows": [*rows, {"name": "ok"}]})
     assert module.main(["--part", "backbones", "--quick", "--models", "unet-resnet50"]) == 1
     assert "1 case(s) failed" in capsys.readouterr().err
+
+
+def test_the_variants_preparation_is_outside_the_memory_monitor(monkeypatch):
+    """'+MB in step' is the calls' growth: the one-off preparation (channels-last copies, folded
+    and prepacked weights) happens before the monitor starts, and the FLOP count too."""
+    import unetzoo.bench.cases as cases
+
+    events = []
+    real_prepare, real_count = cases._prepare, cases.count_flops
+
+    class Monitor(cases.MemoryMonitor):
+        def __enter__(self):
+            events.append("monitor")
+            return super().__enter__()
+
+    monkeypatch.setattr(cases, "MemoryMonitor", Monitor)
+    monkeypatch.setattr(cases, "_prepare", lambda *a: (events.append("prepare"), real_prepare(*a))[1])
+    monkeypatch.setattr(cases, "count_flops", lambda fn: (events.append("flops"), real_count(fn))[1])
+    row = run_case(Case("unet-classic", variant="fast", size=32, options={"base_c": 4}, warmup=1, repeats=1))
+    assert "error" not in row and events == ["flops", "prepare", "monitor"]

@@ -178,8 +178,9 @@ def _train_fn(model: nn.Module, x: torch.Tensor, autocast, num_classes: int):
 def run_case(case: Case) -> dict[str, Any]:
     """Build, prepare, count and time one case; returns a flat result record.
 
-    Peak memory covers the first calls (FLOP count, saved activations, warm-up: activations,
-    gradients and optimizer state on top of what the model held before the first call).
+    Peak memory covers the first calls (saved activations, warm-up: activations, gradients and
+    optimizer state on top of what the prepared model held before the first call); the
+    variant's preparation (channels-last copies, folded weights) comes before it.
 
     Denormal floats are flushed to zero for every network alike: randomly initialised deep
     networks can produce them (unet-resnet50 with seed 0 does), and on x86 CPUs every operation
@@ -199,17 +200,19 @@ def run_case(case: Case) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     in_chans = getattr(model, "in_chans", 3)
     x = torch.randn(case.batch, in_chans, case.size, case.size, device=device)
-    # Peak memory from the model at rest through its first calls: the FLOP count and the saved
-    # activations each run the network once, then the warm-up calls (the first training step also
-    # creates the optimizer state); a step's allocations are the same every call. The timed calls
-    # then run without the sampling thread, which would otherwise compete with the compute threads.
+    if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
+        with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
+            flops = count_flops(lambda: model.eval()(x))
+    # the variant's one-off preparation (channels-last copies, folded and prepacked weights) is
+    # done before the monitor starts: the growth it reports is the calls', not the conversion's
+    model, x, autocast = _prepare(model, case, x)
+    # Peak memory from the prepared model at rest through its first calls: the saved activations
+    # run the network once, then the warm-up calls (the first training step also creates the
+    # optimizer state); a step's allocations are the same every call. The timed calls then run
+    # without the sampling thread, which would otherwise compete with the compute threads.
     if device.type == "cpu":  # RSS growth from live memory only: free heap kept from the build goes back
         cpu_memory.release_free_memory()
     with MemoryMonitor(device, interval=0.005) as mem:
-        if case.mode == "infer":  # on the network as built: the counter sees neither compiled nor
-            with torch.inference_mode():  # oneDNN-fused kernels, and every variant has the same convolutions
-                flops = count_flops(lambda: model.eval()(x))
-        model, x, autocast = _prepare(model, case, x)
         saved = None
         if case.mode == "infer":
             step = _infer_fn(model, x, autocast)
