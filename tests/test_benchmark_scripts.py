@@ -206,3 +206,21 @@ def test_the_model_table_measures_unet_original_at_the_nearest_valid_size(size, 
         with FlopCounterMode(display=False) as counter:
             model(torch.empty(1, model.in_chans, nearest, nearest))
     assert gflops == counter.get_total_flops() / 1e9
+
+
+def test_the_timm_backbone_check_builds_a_family_and_reports_failures(monkeypatch, capsys):
+    import timm
+
+    module = _script("check_timm_backbones")
+    n = len(timm.list_models("convmixer_*"))
+    assert module.main(["convmixer_*"]) == 0  # stride-7 features: built since the decoder rounds up
+    assert f": {n} of {n} architectures build as U-Nets" in capsys.readouterr().out
+    real = module.unetzoo.create
+    def create(name, **kw):
+        if "768_32" in name:
+            raise ValueError("no")
+        return real(name, **kw)
+
+    monkeypatch.setattr(module.unetzoo, "create", create)
+    assert module.main(["convmixer_*"]) == 1
+    assert "convmixer_768_32: ValueError: no" in capsys.readouterr().out

@@ -1,10 +1,11 @@
-"""Run a module in eval mode for a while and leave every submodule's mode as it was."""
+"""The state a model runs in: eval mode for a while (every submodule's mode restored after), its dtype."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 
@@ -20,3 +21,8 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def param_dtype(module: nn.Module, default: torch.dtype | None = torch.float32) -> torch.dtype | None:
+    """The dtype of ``module``'s first floating-point parameter, or ``default`` if it has none."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetzoo._modes import evaluating
+from unetzoo._modes import evaluating, param_dtype
 
 __all__ = [
     "FORMATS",
@@ -195,7 +195,7 @@ def export_program(
 def _exporting(model: nn.Module, dtype: torch.dtype | None = None) -> Iterator[None]:
     """The model in eval mode (and ``dtype``) for an export, and back as the caller had it after:
     training modes, and the dtype (float32 holds bfloat16/float16 weights exactly)."""
-    original = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    original = param_dtype(model, None)
     cast = dtype is not None and original not in (None, dtype)
     with evaluating(model):
         if cast:

@@ -33,6 +33,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from unetzoo._modes import param_dtype
+
 __all__ = [
     "optimize_for_inference",
     "fold_batchnorm",
@@ -386,7 +388,7 @@ def optimize_for_inference(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = _resolve_dtype(dtype, device)
     model.eval().requires_grad_(False)
-    original_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    original_dtype = param_dtype(model)
     if original_dtype != torch.float32:  # a model saved in bf16/fp16: up to float32 (exact) for the folding
         model.float()  # and its checks, which feed float32 probes; the chosen dtype is applied below
     from unetzoo.fast_mkldnn import fuse_mkldnn, mkldnn_available

@@ -56,8 +56,6 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
         ImageReadError: if the file is missing, not an image, truncated, or cannot be given
             ``channels`` channels.
     """
-    from PIL import ImageOps
-
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -68,9 +66,7 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
                     "save each page as its own file (e.g. with tifffile or Fiji) and pass those"
                 )
             im.load()
-            # the orientation viewers show (a phone's JPEG is often stored sideways with an EXIF
-            # tag saying so): the outputs then line up with the image as people see it
-            array = _to_array(ImageOps.exif_transpose(im), channels)
+            array = _to_array(upright(im), channels)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -83,6 +79,18 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     if channels is not None and _channels(array) != channels:
         raise ImageReadError(f"cannot convert image {path} ({_channels(array)} channels) to {channels} channels")
     return array
+
+
+#: the EXIF tag that says how a stored image is turned for display
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` as viewers and annotation tools show it: a phone's JPEG is often stored sideways
+    with an EXIF orientation saying how to turn it. ``im`` itself where there is none."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) if im.getexif().get(EXIF_ORIENTATION, 1) != 1 else im
 
 
 def _channels(a: np.ndarray) -> int:

@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate only the held-out part of a training split (val_fraction=FRACTION)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of that split (as in the training config)")
     p.add_argument("--tile", type=int, default=1024, help="tiled inference for images with a side above this")
-    p.add_argument("--tta", action="store_true", help="average the class probabilities over flips (4x slower), as predict --tta does")
+    p.add_argument("--tta", action="store_true",
+                   help="average the class probabilities over flips (4x slower), as predict --tta does")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")

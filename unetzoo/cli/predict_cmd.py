@@ -89,14 +89,13 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
         path = Path(item)
         if path.is_dir():
             root = path.resolve()
-            nested = skip is not None and root in skip.parents  # the output folder inside this one
+            nested = skip is not None and root in skip.parents  # the output folder lies inside this one
+            within = skip is not None and (skip == root or skip in root.parents)  # this one is (in) it
             for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
                 rel = f.relative_to(path)
-                if _hidden(rel) or (nested and skip in f.resolve().parents):
+                if _hidden(rel) or (nested and skip in f.resolve().parents) or \
+                        (within and f.name.endswith(OUTPUT_SUFFIXES)):  # an earlier run's output
                     continue
-                if not nested and skip is not None and (skip == root or skip in root.parents) \
-                        and f.name.endswith(OUTPUT_SUFFIXES):
-                    continue  # an output of an earlier run into this very folder
                 found.append((f, rel))
         elif path.is_file():
             found.append((path, Path(path.name)))
@@ -126,11 +125,15 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
     return pairs, missing
 
 
+def _output(base: Path, suffix: str) -> Path:
+    """``base`` (output folder / stem) with one of :data:`OUTPUT_SUFFIXES`."""
+    return base.with_name(base.name + suffix)
+
+
 def output_paths(out: Path, stem: Path, *, overlay: bool, probs: bool) -> list[Path]:
     """Every file predict may write for ``stem`` (the probabilities' name depends on the classes)."""
-    names = ["_labels.png", *(["_overlay.png"] if overlay else []), *(["_prob.png", "_probs.npy"] if probs else [])]
-    base = out / stem
-    return [base.with_name(base.name + suffix) for suffix in names]
+    wanted = {"_labels.png": True, "_overlay.png": overlay, "_prob.png": probs, "_probs.npy": probs}
+    return [_output(out / stem, suffix) for suffix in OUTPUT_SUFFIXES if wanted[suffix]]
 
 
 # ----------------------------------------------------------------------------- the model
@@ -175,14 +178,14 @@ def _write_outputs(args: argparse.Namespace, image, probs, base: Path) -> None:
     from unetzoo.inference import scores_to_labels
 
     labels = scores_to_labels(torch.from_numpy(probs)).numpy()
-    io.write_label_png(base.with_name(base.name + "_labels.png"), labels)
+    io.write_label_png(_output(base, "_labels.png"), labels)
     if args.overlay:
-        io.write_png(base.with_name(base.name + "_overlay.png"), io.overlay(image, labels, alpha=args.alpha))
+        io.write_png(_output(base, "_overlay.png"), io.overlay(image, labels, alpha=args.alpha))
     if args.probs:
         if probs.shape[0] <= 2:
-            io.write_probability_png(base.with_name(base.name + "_prob.png"), probs[-1])
+            io.write_probability_png(_output(base, "_prob.png"), probs[-1])
         else:
-            io.save_npy(base.with_name(base.name + "_probs.npy"), probs.astype(np.float16))
+            io.save_npy(_output(base, "_probs.npy"), probs.astype(np.float16))
 
 
 def _segment(args: argparse.Namespace, model, path: Path, stem: Path, single: bool) -> None:

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from unetzoo.io import IMAGE_EXTENSIONS, _to_array  # one list of image types, one decoder
+from unetzoo.io import IMAGE_EXTENSIONS, _to_array, upright  # one list of image types, one decoder
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -55,10 +55,6 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-#: the EXIF tag that says how a stored image is turned for display
-EXIF_ORIENTATION = 0x0112
-
-
 def open_image(path: Path) -> Image.Image:
     """Open ``path`` with PIL and decode it fully, turning PIL errors into :class:`DataError`.
 
@@ -68,9 +64,7 @@ def open_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                return ImageOps.exif_transpose(im)
-            return im
+            return upright(im)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
         raise DataError(f"cannot read {path}: {exc}; replace or remove the file", path=Path(path)) from exc
 
@@ -96,8 +90,8 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
     im = open_image(path)
     if channels is None:
         channels = file_channels(im.mode)
-    # the same decoding as unetzoo.io.read_image (what predict() reads; EXIF orientation too): 16-bit and float grey
-    # images keep their values (repeated for 3 channels), rather than PIL's 8-bit conversion
+    # the same decoding as unetzoo.io.read_image (what predict() reads, EXIF orientation too): 16-bit
+    # and float grey images keep their values (repeated for 3 channels), not PIL's 8-bit conversion
     arr = _to_array(im, channels)
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0

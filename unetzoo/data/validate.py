@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from unetzoo.data.io import EXIF_ORIENTATION, DataError, file_channels, looks_binary, map_labels, read_mask
+from unetzoo.data.io import DataError, file_channels, looks_binary, map_labels, read_mask
+from unetzoo.io import EXIF_ORIENTATION
 
 __all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
 

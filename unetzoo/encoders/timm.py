@@ -5,6 +5,7 @@ Channels and reductions come from timm's ``feature_info``; nothing is typed by h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import timm
@@ -54,7 +55,8 @@ class TimmEncoder(Encoder):
         self.fixed_input_size = tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
         self._channels_last_output = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
         # inputs are padded to a multiple of this: the output stride, or more where a layer needs it
-        self.pad_multiple = self.output_stride if self.fixed_input_size else _pad_multiple(self.model, name, kwargs, cfg)
+        self.pad_multiple = (self.output_stride if self.fixed_input_size
+                             else _pad_multiple(self.model, self.output_stride, name, kwargs, cfg))
         self._dataflow: list[list[tuple[str, str | None]]] | None = None  # stages by name (_dataflow_stages)
 
     def stages(self) -> list[nn.Module]:
@@ -153,35 +155,26 @@ class TimmEncoder(Encoder):
         return list(features)
 
 
-def _pad_multiple(model: nn.Module, name: str, kwargs: dict, cfg: Mapping) -> int:
-    """The output stride, or its least common multiple with what halo attention needs.
+def _pad_multiple(model: nn.Module, stride: int, name: str, kwargs: dict, cfg: Mapping) -> int:
+    """The output ``stride``, or its least common multiple with what halo attention needs.
 
     timm's ``HaloAttn`` (HaloNet, ``*_halonext*``, ``haloregnetz``) splits its input into
     ``block_size`` blocks, so its input's height and width must be multiples of it: at stride
     ``s`` the image must be a multiple of ``s * block_size`` (256 for ``halonet_h1``), more than
-    the output stride. The strides are found by one pass of a copy on the meta device (no
-    memory, no arithmetic) at the backbone's default size.
+    the output stride. The strides are found by one pass of a throwaway copy on the meta device
+    (no memory, no arithmetic) at the backbone's default size.
     """
-    import math
-
-    stride = max(model.feature_info.reduction())
     if not any(type(m).__name__ == "HaloAttn" for m in model.modules()):
         return stride
     with torch.device("meta"):
         meta = timm.create_model(name, **kwargs)
     side = int(cfg.get("input_size", (3, 256, 256))[-1])
-    seen: list[tuple[int, int]] = []
-    handles = [m.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], m.block_size)))
-               for m in meta.modules() if type(m).__name__ == "HaloAttn"]
-    try:
-        meta(torch.empty(1, kwargs.get("in_chans", 3), side, side, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    multiple = stride
-    for width, block in seen:
-        multiple = math.lcm(multiple, side // width * block)
-    return multiple
+    seen: list[tuple[int, int]] = []  # (input width, block size) of each HaloAttn
+    for m in meta.modules():
+        if type(m).__name__ == "HaloAttn":
+            m.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], m.block_size)))
+    meta(torch.empty(1, kwargs.get("in_chans", 3), side, side, device="meta"))
+    return math.lcm(stride, *(side // width * block for width, block in seen))
 
 
 def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str], exact: bool = False) -> list[nn.Module]:

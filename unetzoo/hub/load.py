@@ -167,7 +167,8 @@ def from_pretrained(
 
     The architecture is rebuilt from ``config.json`` with ``pretrained=False`` (encoder weights
     are never downloaded) and every tensor is loaded strictly from ``model.safetensors``. A
-    model saved in bfloat16 or float16 comes back in that dtype. It is returned in eval mode; :func:`unetzoo.transforms_for` gives its recorded preprocessing.
+    model saved in bfloat16 or float16 comes back in that dtype. It is returned in eval mode;
+    :func:`unetzoo.transforms_for` gives its recorded preprocessing.
 
     Args:
         dir_or_repo_id: a local folder, or ``"org/name"`` on the Hub (``HF_ENDPOINT`` is honoured).

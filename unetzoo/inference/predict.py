@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unetzoo._modes import param_dtype
 from unetzoo.inference.source import ImageSource, as_sources
 from unetzoo.inference.stitch import LabelBand, ScoreCanvas
 from unetzoo.inference.tiling import AxisPlan, plan_padded_axis, plan_valid_axis
@@ -241,7 +242,7 @@ class _Forward:
         )
         # a model kept in bfloat16/float16 (from_pretrained restores the saved dtype) takes its own
         # dtype; an optimize_for_inference model casts its inputs itself, and autocast casts them too
-        own = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        own = param_dtype(model)
         plain = getattr(model, "inference_options", None) is None and not use_autocast
         self.input_dtype = own if plain and own != torch.float32 else None
 

@@ -113,7 +113,8 @@ def stage_best(model: torch.nn.Module, run_dir: str | os.PathLike, epoch: int, *
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, **card)
-        (tmp / STAGED_EPOCH).write_text(f"{epoch}\n", encoding="utf-8")  # inside the folder, so both appear in one rename
+        # inside the folder, so both appear in one rename
+        (tmp / STAGED_EPOCH).write_text(f"{epoch}\n", encoding="utf-8")
 
     return replace_dir(Path(run_dir) / STAGED_NAME, write)
 
