@@ -407,3 +407,29 @@ def test_the_variants_preparation_is_outside_the_memory_monitor(monkeypatch):
     monkeypatch.setattr(cases, "count_flops", lambda fn: (events.append("flops"), real_count(fn))[1])
     row = run_case(Case("unet-classic", variant="fast", size=32, options={"base_c": 4}, warmup=1, repeats=1))
     assert "error" not in row and events == ["flops", "prepare", "monitor"]
+
+
+def test_memory_columns_are_titled_by_what_was_measured():
+    from unetzoo.bench.report import results_table
+
+    row = {"name": "unet-x", "mode": "infer", "mem_peak_mb": 10.0}
+    assert "peak RSS MB" in results_table([{**row, "device": "cpu"}])
+    cuda = results_table([{**row, "device": "cuda:0"}])
+    assert "peak CUDA MB" in cuda and "RSS" not in cuda
+    assert "peak memory MB" in results_table([{**row, "device": "cpu"}, {**row, "device": "cuda"}])
+
+
+def test_compare_smp_names_the_models_it_measures_without_a_twin(tmp_path, capsys):
+    from unetzoo.bench.suite import BenchConfig, smp_twinless
+
+    cfg = BenchConfig(models=["unet-classic", "unet-resnet18"], compare_smp=True)
+    alone = smp_twinless(cfg)
+    assert list(alone) == ["unet-classic"] and "no pretrained-encoder twin in smp" in alone["unet-classic"]
+    assert smp_twinless(BenchConfig(models=["unet-classic"], compare_smp=False)) == {}
+    from unetzoo.cli import main
+
+    assert main(["bench", "unet-classic", "--compare-smp", "--modes", "infer", "--size", "32", "--repeats", "1",
+                 "--warmup", "0", "--variants", "eager", "--no-isolate", "--peak-max-n", "128",
+                 "--out", str(tmp_path), "--tag", "t"]) == 0
+    assert "--compare-smp: unet-classic has no pretrained-encoder twin in smp" in capsys.readouterr().err
+    assert "unet-classic has no smp twin" in (tmp_path / "t.md").read_text(encoding="utf-8")

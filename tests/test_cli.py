@@ -91,9 +91,37 @@ def test_eval_help_says_tta_averages_probabilities(capsys):
     assert "average the class probabilities over flips" in out and "logits" not in out
 
 
+@pytest.mark.parametrize("command,flags,canonical", [
+    ("eval", ["--precision", "--dtype"], {"bf16": "bf16", "bfloat16": "bf16", "float16": "fp16", "FP32": "fp32"}),
+    ("predict", ["--dtype", "--precision"], {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}),
+])
+def test_eval_and_predict_take_either_dtype_flag_and_spelling(command, flags, canonical):
+    from unetzoo.cli import build_parser
+
+    parser = build_parser()
+    positional = {"eval": ["saved", "--data", "d"], "predict": ["saved", "x.png", "-o", "out"]}[command]
+    for flag in flags:
+        for text, expected in canonical.items():
+            args = parser.parse_args([command, *positional, flag, text])
+            assert (args.precision if command == "eval" else args.dtype) == expected, (flag, text)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--dtype", "half"], "unknown dtype 'half'; choose fp32, bf16 or fp16"),
+    (["--tile", "0"], "argument --tile: must be a positive integer, got 0"),
+    (["--batch-size", "-1"], "argument --batch-size: must be a positive integer, got -1"),
+    (["--holdout", "1"], "argument --holdout: must be between 0 and 1"),
+    (["--holdout", "twenty"], "argument --holdout: expected a fraction between 0 and 1, got 'twenty'"),
+])
+def test_eval_refuses_bad_values_before_loading_anything(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "no-such-model", "--data", "no-such-data", *argv])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--repeats", "0"], "argument --repeats: must be a positive integer, got 0"),
-    (["--batch", "0"], "argument --batch: must be a positive integer, got 0"),
+    (["--batch-size", "0"], "argument --batch/--batch-size: must be a positive integer, got 0"),
     (["--train-size", "-8"], "argument --train-size: must be a positive integer, got -8"),
 ])
 def test_bench_refuses_bad_numbers_before_any_work(argv, needle, capsys):

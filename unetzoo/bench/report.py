@@ -60,9 +60,21 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str
     return "\n".join(lines)
 
 
+def _memory_word(rows: Sequence[dict[str, Any]]) -> str:
+    """What the memory columns measured: the process's resident set on CPU, the CUDA allocator's
+    peak on a GPU (``MemoryMonitor``), "memory" where a table holds both."""
+    kinds = {str(r.get("device") or "cpu").split(":")[0] for r in rows if "error" not in r}
+    return {frozenset({"cpu"}): "RSS", frozenset({"cuda"}): "CUDA"}.get(frozenset(kinds), "memory")
+
+
+def _retitled(columns: Sequence[tuple[str, str, str]], rows: Sequence[dict[str, Any]]):
+    word = _memory_word(rows)
+    return [(key, title.replace("RSS", word), spec) for key, title, spec in columns]
+
+
 def results_table(rows: Sequence[dict[str, Any]]) -> str:
     """The main markdown table (one line per case)."""
-    return _table(rows, _RESULT_COLUMNS)
+    return _table(rows, _retitled(_RESULT_COLUMNS, rows))
 
 
 _COMPARE_COLUMNS = [
@@ -105,7 +117,7 @@ def markdown_report(
               "FLOP/s / measured GEMM peak of the same dtype.", "", results_table(rows)]
     if comparisons:
         parts += ["", "## unetzoo vs segmentation_models_pytorch (same encoder, smp-like decoder)", "",
-                  _table(comparisons, _COMPARE_COLUMNS)]
+                  _table(comparisons, _retitled(_COMPARE_COLUMNS, rows))]
     if targets:
         parts += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
         verdict = {True: "yes", False: "NO", None: "-"}

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from unetzoo.bench.suite import BenchConfig, build_cases, compare_rows
+from unetzoo.bench.suite import BenchConfig, build_cases, compare_rows, smp_twinless
 
 __all__ = ["run_benchmark", "BenchOutput"]
 
@@ -104,7 +104,14 @@ def run_benchmark(
     for p in peaks:
         _log(f"peak {p['dtype']}: {p['flops'] / 1e12:.3f} TFLOP/s (matmul {p['matmul'] / 1e12:.3f}, "
              f"1x1 conv {p['conv1x1'] / 1e12:.3f}, n={p['n']})")
-    cases = build_cases(cfg) if cases is None else list(cases)
+    if cases is None:
+        cases = build_cases(cfg)
+        alone = smp_twinless(cfg)
+        for model, reason in alone.items():
+            _log(f"--compare-smp: {reason}; it is measured without an smp comparison")
+        notes = [*notes, *(f"{model} has no smp twin ({reason}): measured without a comparison"
+                           for model, reason in alone.items())]
+    cases = list(cases)
     _log(f"{len(cases)} cases ({'one process each' if cfg.isolate else 'in this process'})")
     rows = run_cases(cases, isolate=cfg.isolate, threads=cfg.threads, peaks=peak_by_dtype, progress=_progress)
     peaks = combine_peaks(peaks, measure_peaks(cfg.dtypes, cfg.device, cfg.threads, cfg.peak_max_n))

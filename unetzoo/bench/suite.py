@@ -14,7 +14,7 @@ from typing import Any
 
 from unetzoo.bench.cases import Case, smp_like_options
 
-__all__ = ["BenchConfig", "DEFAULT_MODELS", "build_cases", "smp_name", "compare_rows", "SMP_SUFFIX"]
+__all__ = ["BenchConfig", "DEFAULT_MODELS", "build_cases", "smp_name", "smp_twinless", "compare_rows", "SMP_SUFFIX"]
 
 #: the curated encoder U-Nets, two classic nets, and timm backbones of other families
 DEFAULT_MODELS = (
@@ -104,6 +104,21 @@ def build_cases(cfg: BenchConfig) -> list[Case]:
         if cfg.compare_smp and is_unetzoo:
             cases.extend(_smp_cases(cfg, model))
     return cases
+
+
+def smp_twinless(cfg: BenchConfig) -> dict[str, str]:
+    """The unetzoo models of a ``compare_smp`` run that have no smp twin, each with the reason
+    (``unet-classic``, ``unet-original`` and the other encoder-less networks): they are measured alone."""
+    if not cfg.compare_smp:
+        return {}
+    alone = {}
+    for model in cfg.models:
+        if model.startswith("unet-"):
+            try:
+                smp_name(model), smp_like_options(model)
+            except ValueError as err:
+                alone[model] = str(err)
+    return alone
 
 
 def _smp_cases(cfg: BenchConfig, model: str) -> list[Case]:

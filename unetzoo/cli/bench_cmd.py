@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs="+", default=["eager", "fast"],
                    choices=["eager", "cl", "fast", "fast-compile"], help="inference variants")
     p.add_argument("--train-variants", nargs="+", default=["eager"], choices=["eager", "cl"])
-    p.add_argument("--batch", nargs="+", type=positive_int, default=[1], help="inference batch sizes")
+    p.add_argument("--batch", "--batch-size", nargs="+", type=positive_int, default=[1], help="inference batch sizes")
     p.add_argument("--size", nargs="+", type=positive_int, default=[512], help="inference image sides")
     p.add_argument("--train-batch", nargs="+", type=positive_int, default=[8], help="training batch sizes")
     p.add_argument("--train-size", nargs="+", type=positive_int, default=[256], help="training image sides")

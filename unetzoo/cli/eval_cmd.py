@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from unetzoo.cli.options import positive_int, precision_name
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,17 +26,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-dir", default="images", help="folder layout: image sub-folder")
     p.add_argument("--mask-dir", default="masks", help="folder layout: mask sub-folder")
     p.add_argument("--ignore-index", type=int, default=255, help="mask label that is not counted")
-    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--holdout", type=_holdout, default=None, metavar="FRACTION",
                    help="evaluate only the held-out part of a training split (val_fraction=FRACTION)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of that split (as in the training config)")
-    p.add_argument("--tile", type=int, default=1024, help="tiled inference for images with a side above this")
+    p.add_argument("--tile", type=positive_int, default=1024,
+                   help="images with a side above this are predicted in tiles of this size (default: 1024)")
     p.add_argument("--tta", action="store_true",
                    help="average the class probabilities over flips (4x slower), as predict --tta does")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default: 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
+    p.add_argument("--precision", "--dtype", type=precision_name, default="fp32", metavar="{fp32,bf16,fp16}",
+                   help="autocast dtype (default: fp32); torch's names (float32, bfloat16, float16) work too")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the metrics to this JSON file")
     p.set_defaults(func=run)
+
+
+def _holdout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.2, the fraction training held out), "
+                                         f"got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

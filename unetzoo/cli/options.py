@@ -6,7 +6,7 @@ import argparse
 import ast
 from typing import Any
 
-__all__ = ["fraction", "model_option", "non_negative_int", "positive_int"]
+__all__ = ["dtype_name", "fraction", "model_option", "non_negative_int", "precision_name", "positive_int"]
 
 
 def model_option(text: str) -> tuple[str, Any]:
@@ -49,6 +49,27 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
     return value
+
+
+#: both spellings of each autocast dtype: torch's names (predict's --dtype) and the training config's
+#: short ones (eval's --precision); every command takes either
+_DTYPES = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"}
+
+
+def precision_name(text: str) -> str:
+    """An autocast dtype in the training config's spelling (``fp32``, ``bf16``, ``fp16``); torch's names
+    (``float32``, ``bfloat16``, ``float16``) are taken too."""
+    short = _DTYPES.get(text.strip().lower())
+    if short is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown dtype {text!r}; choose fp32, bf16 or fp16 (or float32, bfloat16, float16)")
+    return short
+
+
+def dtype_name(text: str) -> str:
+    """An autocast dtype as torch names it (``float32``, ``bfloat16``, ``float16``); the training config's
+    short names (``fp32``, ``bf16``, ``fp16``) are taken too."""
+    return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision_name(text)]
 
 
 def _int(text: str) -> int:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unetzoo.cli.options import fraction, non_negative_int, positive_int
+from unetzoo.cli.options import dtype_name, fraction, non_negative_int, positive_int
 
 EPILOG = """examples:
   unetzoo predict runs/cells/best slides/ --out masks/ --tile 512 --probs
@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write overlay PNGs")
     p.add_argument("--alpha", type=fraction, default=0.5, help="opacity of the class colours in overlays (default: 0.5)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="autocast dtype (default: float32)")
+    p.add_argument("--dtype", "--precision", type=dtype_name, metavar="{float32,bfloat16,float16}",
+                   help="autocast dtype (default: float32); the training config's names (fp32, bf16, fp16) work too")
     p.add_argument("--fast", action="store_true",
                    help="run the model through unetzoo.optimize_for_inference first (BN folding, channels-last, "
                         "--dtype or else bfloat16 where the hardware is fast at it, fused oneDNN kernels on CPU); "
