@@ -182,6 +182,22 @@ def test_build_loss_one_output_model():
     ("ce+ce", {"num_classes": 2}, ValueError, "twice"),
     ("0*ce", {"num_classes": 2}, ValueError, "weights must be > 0"),
     ("ce+00*lovasz", {"num_classes": 2}, ValueError, "'00\\*lovasz'.*weight 0"),
+    # class weights that make the weighted mean meaningless (1e38, NaN, or 0 forever)
+    ("ce", {"num_classes": 2, "class_weights": [-1, 1]}, ValueError, r"class weights \[-1.0, 1.0\] must be finite"),
+    ("ce", {"num_classes": 2, "class_weights": [0, 0]}, ValueError, "at least one > 0"),
+    ("focal", {"num_classes": 2, "class_weights": [math.nan, 1]}, ValueError, "must be finite"),
+    ("bce", {"num_classes": 1, "pos_weight": -1}, ValueError, "pos_weight must be a finite number > 0"),
+    ("focal", {"num_classes": 2, "gamma": -1}, ValueError, "gamma must be a finite number >= 0"),
+    ("dice", {"num_classes": 2, "smooth": -1}, ValueError, "smooth must be a finite number >= 0"),
+    ("ce", {"num_classes": 2, "label_smoothing": 1.5}, ValueError, "label_smoothing must be from 0 to 1"),
+    # set for every term by build_loss's own arguments, never for one term apart
+    ("ce+lovasz", {"num_classes": 2, "lovasz_ignore_index": 0}, TypeError,
+     "'lovasz_ignore_index' would set ignore_index.*data.ignore_index"),
+    ("ce", {"num_classes": 2, "class_weights": [1, 5], "weight": [1, 1]}, TypeError, "loss.class_weights"),
+    ("focal", {"num_classes": 2, "focal_weight": [1, 1]}, TypeError, "'focal_weight' would set weight"),
+    ("bce", {"num_classes": 1, "class_weights": [1, 5], "pos_weight": 2}, ValueError,
+     "either the pos_weight option or class_weights"),
+    ("ce+dice", {"num_classes": 2, "dice_smooth": 0, "smooth": 1}, ValueError, "both set dice's smooth"),
 ])
 def test_build_loss_errors(spec, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -337,3 +353,33 @@ def test_label_components_of_a_batch_beyond_float32s_exact_integers():
     assert [len(set(labels[i][big[i]].tolist())) for i in range(3)] == [1, 2, 2]
     assert labels.max() < 2**24
 
+
+
+def test_term_weights_may_be_written_in_scientific_notation():
+    loss = build_loss("ce+1e-1*dice+2.5E0*lovasz", num_classes=2)  # ('+' separates the terms)
+    assert loss.names == ["ce", "dice", "lovasz"] and loss.weights == [1.0, 0.1, 2.5]
+
+
+def test_pos_weight_still_reaches_bce():
+    assert build_loss("bce", num_classes=1, pos_weight=3).losses[0].weight.tolist() == [1.0, 3.0]
+
+
+def test_label_smoothing_with_only_zero_weight_classes_gives_zero_not_nan():
+    """The plain path's promise (0 where nothing counts) holds with label smoothing too."""
+    logits, target = torch.randn(1, 3, 4, 4, requires_grad=True), torch.zeros(1, 4, 4, dtype=torch.long)
+    for smoothing in (0.0, 0.1):
+        value = CrossEntropyLoss(weight=[0, 1, 1], label_smoothing=smoothing)(logits, target)
+        value.backward()
+        assert value.item() == 0.0 and torch.isfinite(logits.grad).all(), smoothing
+
+
+def test_label_smoothed_cross_entropy_keeps_float32_weights_under_bfloat16_autocast():
+    """torch's reference in float32 on the same bfloat16-rounded logits: weights like 1/3 are not
+    rounded to bfloat16 (which moved the loss by 1e-4)."""
+    torch.manual_seed(0)
+    weight = [1 / 3, 2 / 3, 0.77]
+    logits, target = torch.randn(2, 3, 8, 8).bfloat16(), torch.randint(0, 3, (2, 8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = CrossEntropyLoss(weight=weight, label_smoothing=0.1)(logits, target)
+    want = F.cross_entropy(logits.float(), target, weight=torch.tensor(weight), label_smoothing=0.1)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want.item(), abs=1e-6)

@@ -584,6 +584,31 @@ def test_eval_of_mixed_sizes_does_not_depend_on_the_batch(tmp_path: Path) -> Non
     assert [padded.metrics[k] for k in keys] != pytest.approx([one.metrics[k] for k in keys], abs=1e-12)
 
 
+def test_an_all_ignored_validation_image_adds_no_loss():
+    """The validation loss is the mean over images that have a pixel to score: an image whose mask is
+    all ignore_index has no loss (it halved the mean as a 0), and with only such images it is NaN."""
+    from torch.utils.data import DataLoader
+
+    from unetzoo.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=(16, 16, 8, 8), decoder_norm="gn")
+    scored = (torch.randn(3, 32, 32), torch.randint(0, 2, (32, 32)))
+    ignored = (torch.randn(3, 32, 32), torch.full((32, 32), 255))
+    loss = torch.nn.CrossEntropyLoss(ignore_index=255)
+
+    def run(data):
+        return evaluate(model, DataLoader(data, 1), num_classes=2, loss_fn=loss)
+
+    alone = run([scored])
+    with torch.no_grad():
+        model.eval()
+        want = float(loss(model(scored[0][None]), scored[1][None]))
+    assert alone.loss == pytest.approx(want, rel=1e-5)
+    assert run([scored, ignored]).loss == pytest.approx(alone.loss, rel=1e-6)
+    assert math.isnan(run([ignored]).loss)
+
+
 def test_the_validation_loader_gives_the_sizes_before_padding(blobs: Path, tmp_path: Path) -> None:
     trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path, epochs=1)))
     try:

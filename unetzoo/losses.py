@@ -52,7 +52,20 @@ def _two_class(logits: Tensor) -> Tensor:
 
 
 def _weights(values: Sequence[float] | Tensor | None) -> Tensor | None:
-    return None if values is None else torch.as_tensor(values, dtype=torch.float32).flatten()
+    """Class weights as a float32 vector: finite, none negative, not all zero (any of those
+    makes the weighted mean meaningless: a loss of 1e38, NaN or 0 forever)."""
+    if values is None:
+        return None
+    weight = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()) or not bool((weight > 0).any()):
+        raise ValueError(f"class weights {weight.tolist()} must be finite and >= 0 with at least one > 0 "
+                         "(they weight each class's pixels in the mean)")
+    return weight
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _weighted_mean(loss: Tensor, target: Tensor, valid: Tensor, weight: Tensor | None) -> Tensor:
@@ -102,6 +115,8 @@ class CrossEntropyLoss(_PixelLoss):
     def __init__(self, *, weight: Sequence[float] | Tensor | None = None, ignore_index: int = 255,
                  label_smoothing: float = 0.0) -> None:
         super().__init__(weight, ignore_index)
+        if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"label_smoothing must be from 0 to 1, got {label_smoothing!r}")
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -112,10 +127,12 @@ class CrossEntropyLoss(_PixelLoss):
         valid = target != self.ignore_index
         _check_range(target, valid, logits.shape[1], self.ignore_index)  # before torch's bare IndexError
         self._check_weight(logits.shape[1])
-        if not valid.any():
+        # torch divides by the valid pixels' total weight: none valid, or only zero-weight classes, is 0
+        total = valid.sum() if self.weight is None else self.weight[torch.where(valid, target, 0)][valid].sum()
+        if not bool(total > 0):
             return logits.sum() * 0.0
-        weight = None if self.weight is None else self.weight.to(logits.dtype)
-        return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index,
+        # in float32 like every other term, the weights too (autocast would give bfloat16 ones)
+        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
 
 
@@ -138,6 +155,9 @@ class BCELoss(CrossEntropyLoss):
                  ignore_index: int = 255) -> None:
         if pos_weight is not None and weight is not None:
             raise ValueError("give either pos_weight or weight, not both")
+        if pos_weight is not None and not (isinstance(pos_weight, (int, float)) and math.isfinite(pos_weight)
+                                           and pos_weight > 0):
+            raise ValueError(f"pos_weight must be a finite number > 0, got {pos_weight!r}")
         super().__init__(weight=[1.0, pos_weight] if pos_weight is not None else weight, ignore_index=ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -158,6 +178,7 @@ class FocalLoss(_PixelLoss):
     def __init__(self, *, gamma: float = 2.0, weight: Sequence[float] | Tensor | None = None,
                  ignore_index: int = 255) -> None:
         super().__init__(weight, ignore_index)
+        _non_negative("gamma", gamma)
         self.gamma = gamma
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -330,6 +351,7 @@ class DiceLoss(nn.Module):
         super().__init__()
         if mode not in ("auto", "softmax", "sigmoid"):
             raise ValueError(f"mode must be 'auto', 'softmax' or 'sigmoid', got {mode!r}")
+        _non_negative("smooth", smooth)
         self.mode, self.include_background = mode, include_background
         self.smooth, self.ignore_index = smooth, ignore_index
 
@@ -423,7 +445,7 @@ _LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropyLoss, "bce": BCELoss, "dice": DiceLoss, "focal": FocalLoss, "lovasz": LovaszLoss,
     "border_ce": BorderWeightedCELoss,
 }
-_TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*$")
+_TERM = re.compile(r"^\s*(?:((?:\d+(?:\.\d*)?|\.\d+)(?:e-?\d+)?)\s*\*\s*)?([a-z_]+)\s*$")
 
 
 class CombinedLoss(nn.Module):
@@ -465,16 +487,25 @@ def _parse(spec: str) -> list[tuple[str, float]]:
     return terms
 
 
+#: set for every term at once, by build_loss's own arguments: never an option of one term
+_SHARED = {"ignore_index": "ignore_index (data.ignore_index in a training config)",
+           "weight": "class_weights (loss.class_weights in a training config)"}
+
+
 def _options(name: str, kw: dict[str, object]) -> tuple[dict[str, object], set[str]]:
     """Options for term ``name`` (``<name>_<option>`` keys, or plain keys its class accepts)
     and the keys of ``kw`` they came from."""
-    accepted = set(inspect.signature(_LOSSES[name]).parameters)
-    options, used = {}, set()
+    accepted = set(inspect.signature(_LOSSES[name]).parameters) - set(_SHARED)
+    options: dict[str, object] = {}
+    used: dict[str, str] = {}
     for key, value in kw.items():
         option = key[len(name) + 1:] if key.startswith(name + "_") else key
         if option in accepted:
-            options[option], used = value, used | {key}
-    return options, used
+            if option in used:
+                raise ValueError(f"loss options {used[option]!r} and {key!r} both set {name}'s {option}; "
+                                 "give one")
+            options[option], used[option] = value, key
+    return options, set(used.values())
 
 
 def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
@@ -508,6 +539,11 @@ def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
         raise ValueError(f"'bce' is for one-output models; with num_classes={num_classes} use 'ce'")
     if class_weights is not None and len(class_weights) != max(num_classes, 2):
         raise ValueError(f"class_weights has {len(class_weights)} values; need {max(num_classes, 2)} (one per class)")
+    for key in kw:
+        for option, where in _SHARED.items():
+            if key == option or any(key == f"{term}_{option}" for term in _LOSSES):
+                raise TypeError(f"loss option {key!r} would set {option} for one term apart from the others; every "
+                                f"term takes build_loss's {where}")
     used = set().union(*(_options(name, kw)[1] for name in names))
     if unknown := sorted(set(kw) - used):
         raise TypeError(f"loss option(s) {unknown} are not accepted by any term of {spec!r}")
@@ -515,6 +551,9 @@ def build_loss(spec: str, *, num_classes: int, ignore_index: int = 255,
     for name, weight in terms:
         options: dict[str, object] = {"ignore_index": ignore_index, **_options(name, kw)[0]}
         if name not in ("dice", "lovasz") and class_weights is not None:
-            options.setdefault("weight", list(class_weights))
+            if name == "bce" and "pos_weight" in options:
+                raise ValueError("give bce either the pos_weight option or class_weights "
+                                 "(loss.class_weights in a training config), not both")
+            options["weight"] = list(class_weights)
         built.append((name, weight, _LOSSES[name](**options)))
     return CombinedLoss(built)

@@ -191,8 +191,9 @@ def evaluate(
                 logits = _logits_by_size(model, images, extents[0] if extents else None, tile, dtype, tta)
                 if loss_fn is not None:  # per image, so the mean does not depend on batches or processes
                     for i in range(logits.shape[0]):
-                        loss_sum += float(loss_fn(logits[i:i + 1], masks[i:i + 1]))
-                        scored += 1
+                        if bool((masks[i] != ignore_index).any()):  # an all-ignored image has no loss, not 0
+                            loss_sum += float(loss_fn(logits[i:i + 1], masks[i:i + 1]))
+                            scored += 1
             cm.update(logits.float(), masks)
             preds = labels_of(logits)
             per_image = image_fg_iou(preds, masks, num_classes, ignore_index)
@@ -207,7 +208,7 @@ def evaluate(
     loss = None
     if loss_fn is not None:
         loss_sum, scored = all_reduce_sum([loss_sum, scored], device)
-        loss = loss_sum / max(scored, 1)
+        loss = loss_sum / scored if scored else math.nan
     return EvalResult(metrics, loss=loss, samples=samples, pixels=int(cm.matrix.sum()))
 
 
