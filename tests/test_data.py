@@ -90,6 +90,31 @@ def test_16_bit_and_float_grey_images_keep_their_values(tmp_path, channels):
     assert np.allclose(by_stem["s16"][0].numpy(), unetzoo.io.read_image(tmp_path / "images" / "s16.png") / 65535.0)
 
 
+def _png16_rgb(path, array):
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one): signature, IHDR, one IDAT, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = array.shape
+    rows = b"".join(b"\x00" + array[i].astype(">u2").tobytes() for i in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    """As the reader's docstring says: Pillow keeps each channel's high byte, so 65535 reads as 255."""
+    from unetzoo.io import read_image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 65536, size=(4, 5, 3)).astype(np.uint16)
+    _png16_rgb(tmp_path / "rgb16.png", array)
+    got = read_image(tmp_path / "rgb16.png")
+    assert got.dtype == np.uint8 and np.array_equal(got, (array >> 8).astype(np.uint8))
+
+
 def test_truncated_jpeg_is_caught_before_training(tmp_path):
     _folder(tmp_path, n=3)
     rng = np.random.default_rng(1)
@@ -535,3 +560,103 @@ def test_exif_orientation_is_applied_to_training_images(tmp_path):
     image, target = ds[0]
     assert tuple(image.shape) == (3, 64, 40) and tuple(target.shape) == (64, 40)
     assert image[:, :8].mean() > 0.8 and image[:, -8:].mean() < 0.2
+
+
+def test_a_0_255_mask_saved_with_a_grey_palette_reads_as_0_255(tmp_path):
+    """Image.convert("P") and MATLAB's imwrite(m, gray(256)) write palette PNGs whose index i is
+    grey i: the 255s are foreground, not the ignore index (validation passed and training saw no
+    foreground). A palette of other colours keeps its indices."""
+    fg = np.zeros((8, 8), np.uint8)
+    fg[2:6, 1:7] = 255
+    _save(tmp_path / "images" / "a.png", np.zeros((8, 8)))
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(fg).convert("P").save(tmp_path / "masks" / "a.png")
+    assert Image.open(tmp_path / "masks" / "a.png").mode == "P"
+    ds = SegmentationFolder(tmp_path)
+    assert ds[0][1].tolist() == (fg // 255).tolist()
+    report = validate_dataset(ds, num_classes=2)
+    assert not report.problems
+    _save(tmp_path / "masks" / "a.png", fg, palette=True)  # index 255 coloured (and 0 black): VOC-like
+    assert SegmentationFolder(tmp_path)[0][1].tolist() == fg.tolist()  # kept: 255 is ignore
+
+
+def test_binary_true_keeps_a_palette_masks_ignore_border(tmp_path):
+    """VOC draws its 'ignore' border as palette index 255: binary=True makes the classes foreground
+    and leaves that border ignored."""
+    raw = np.zeros((6, 6), np.uint8)
+    raw[1:5, 1:5] = 255
+    raw[2:4, 2:4] = 15
+    _save(tmp_path / "images" / "a.png", np.zeros((6, 6)))
+    _save(tmp_path / "masks" / "a.png", raw, palette=True)
+    mask = SegmentationFolder(tmp_path, binary=True)[0][1].numpy()
+    assert mask.tolist() == np.where(raw == 255, 255, raw > 0).tolist()
+    assert SegmentationFolder(tmp_path, binary=True, ignore_index=254)[0][1].numpy().tolist() == (raw > 0).tolist()
+
+
+def test_two_files_of_one_name_are_refused_not_guessed(tmp_path):
+    _folder(tmp_path, n=2)
+    _save(tmp_path / "masks" / "s1.tif", np.full((8, 10), 255))  # beside masks/s1.png
+    with pytest.raises(DataError, match=r"masks holds 1 file name\(s\) with two or more extensions: s1.png and "
+                                        r"s1.tif; .*keep one file of each name"):
+        SegmentationFolder(tmp_path)
+    (tmp_path / "masks" / "s1.tif").unlink()
+    _save(tmp_path / "images" / "s0.jpg", np.zeros((8, 10, 3)))
+    with pytest.raises(DataError, match=r"images holds .*s0.jpg and s0.png"):
+        SegmentationFolder(tmp_path)
+
+
+def test_a_split_of_no_pairs_names_the_images_without_masks(tmp_path):
+    _folder(tmp_path, n=3)
+    for mask in (tmp_path / "masks").iterdir():
+        mask.rename(mask.with_name(mask.stem + "_mask.png"))
+    with pytest.raises(DataError, match=r"cannot split a dataset of 0 sample\(s\) .*3 image\(s\) have no mask, e.g. "
+                                        r".*s0.png: .*the image s0.png needs a mask named s0\.\*"):
+        split_dataset(SegmentationFolder(tmp_path), 0.25)
+
+
+def test_drive_names_the_label_file_that_is_missing(tmp_path):
+    _drive(tmp_path, "training", [21, 22])
+    fov = tmp_path / "training" / "mask" / "22_training_mask.gif"
+    fov.unlink()
+    _, problems = validate_dataset(DRIVEDataset(tmp_path, split="training"), num_classes=2, skip_bad=True)
+    assert [p.message for p in problems] == [
+        f"image {tmp_path / 'training' / 'images' / '22_training.tif'} lacks {fov}; add it or remove the image"]
+
+
+@pytest.mark.parametrize("which", ["images", "masks"])
+def test_multi_page_tiffs_are_refused_not_read_as_their_first_page(tmp_path, which):
+    _folder(tmp_path, n=2, grey=True)
+    pages = [Image.fromarray(np.zeros((8, 10), np.uint8)), Image.fromarray(np.full((8, 10), 255, np.uint8))]
+    (tmp_path / which / "s1.png").unlink()
+    pages[0].save(tmp_path / which / "s1.tif", save_all=True, append_images=pages[1:])
+    _, problems = validate_dataset(SegmentationFolder(tmp_path), num_classes=2, skip_bad=True)
+    assert [p.path.name for p in problems] == ["s1.tif"]
+    assert "is a stack of 2 pages (a multi-page TIFF)" in problems[0].message
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_resized_masks_stay_centred_on_the_resized_image(train):
+    """Masks are resampled by pixel centres like the image's bilinear resize: torchvision's legacy
+    nearest resize put them about half a pixel up and to the left. Reference: the image itself
+    (a copy of the mask) resized bilinearly and thresholded."""
+    m = torch.zeros(64, 80, dtype=torch.long)
+    m[11:31, 21:51] = 1
+    image, mask = tv_tensors.Image(torch.stack([m.float()] * 3)), tv_tensors.Mask(m)
+
+    def centre(x):
+        y, xx = torch.nonzero(x, as_tuple=True)
+        return torch.stack([y.float().mean(), xx.float().mean()])
+
+    shifts = []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        if train:
+            t = build_transforms(True, size=(48, 64), scale=(0.5, 2.0), hflip=0, vflip=0)
+        else:
+            t = build_transforms(False, size=(37 + 7 * seed, 29 + 11 * seed))
+        img, msk = t(image, mask)
+        if (msk == 1).any() and (img[0] > 0.5).any():
+            shifts.append(centre(msk == 1) - centre(img[0] > 0.5))
+    assert len(shifts) >= 8
+    mean = torch.stack(shifts).mean(0).abs()
+    assert mean.max() < 0.15, mean  # legacy nearest: 0.4-0.5 px

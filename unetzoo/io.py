@@ -46,7 +46,9 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     """Read an image file into a numpy array, ``HxW`` (grey) or ``HxWxC``.
 
     8-bit images come back as uint8, 16-bit grey images as uint16 (their full range is kept),
-    float TIFFs as float32. Palette images are expanded to their colours; alpha is dropped.
+    float TIFFs as float32. 16-bit colour images come back as uint8: Pillow decodes them to 8 bits
+    per channel (the high byte, so the range is scaled, not clipped). Palette images are expanded
+    to their colours; alpha is dropped.
 
     Args:
         path: the image file.

@@ -72,7 +72,8 @@ class PairedDataset(Dataset):
     def load_target(self, index: int) -> np.ndarray:
         """The class-index mask of sample ``index`` as int64 ``H x W`` (no transform)."""
         raw, mode = read_mask(self.files[index][1])
-        return map_labels(raw, mode=mode, label_map=self.label_map, binary=self.binary)
+        return map_labels(raw, mode=mode, label_map=self.label_map, binary=self.binary,
+                          ignore_index=self.ignore_index)
 
     @property
     def num_channels(self) -> int:
@@ -102,9 +103,24 @@ class PairedDataset(Dataset):
         return f"{type(self).__name__}(root='{self.root}', samples={len(self)})"
 
 
+def _by_stem(paths: list[Path]) -> dict[str, Path]:
+    """``paths`` by file stem; two files of one stem (``a.png`` and ``a.tif``) are refused: which
+    one pairs with the other folder's ``a`` would be a guess."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(path.stem, []).append(path)
+    if clashes := [group for group in by_stem.values() if len(group) > 1]:
+        listed = "; ".join(" and ".join(p.name for p in group) for group in clashes[:5])
+        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+        raise DataError(f"{clashes[0][0].parent} holds {len(clashes)} file name(s) with two or more extensions: "
+                        f"{listed}{more}; images and masks are paired by name without extension, so keep one "
+                        "file of each name", path=clashes[0][0])
+    return {stem: group[0] for stem, group in by_stem.items()}
+
+
 def _pair_by_stem(image_dir: Path, mask_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    images = list_images(image_dir)
-    masks = {p.stem: p for p in list_images(mask_dir)}
+    images = list(_by_stem(list_images(image_dir)).values())
+    masks = _by_stem(list_images(mask_dir))
     pairs, missing = [], []
     for image in images:
         mask = masks.get(image.stem)
@@ -230,7 +246,11 @@ def split_dataset(
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n < 2:
-        raise DataError(f"cannot split a dataset of {n} sample(s) into train and validation")
+        missing = getattr(dataset, "missing_masks", [])
+        hint = (f"; {len(missing)} image(s) have no mask, e.g. {missing[0]}: masks pair with images by file name "
+                f"without extension (the image {missing[0].name} needs a mask named {missing[0].stem}.*)" if missing
+                else "")
+        raise DataError(f"cannot split a dataset of {n} sample(s) into train and validation{hint}")
     n_val = min(max(round(n * val_fraction), 1), n - 1)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])

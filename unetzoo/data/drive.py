@@ -53,12 +53,14 @@ class DRIVEDataset(PairedDataset):
         if not images:
             raise DataError(f"no images found in {folder / 'images'}; check the DRIVE root")
         self.fov_files: list[Path] = []
+        self.missing_files: dict[Path, list[Path]] = {}  # of each image left out: its absent label files
         for image in images:
             number = image.stem.split("_")[0]
             manual = folder / "1st_manual" / f"{number}_manual1.gif"
             fov = folder / "mask" / f"{image.stem}_mask.gif"
-            if not manual.is_file() or not fov.is_file():
+            if absent := [p for p in (manual, fov) if not p.is_file()]:
                 self.missing_masks.append(image)
+                self.missing_files[image] = absent
                 continue
             self.files.append((image, manual))
             self.fov_files.append(fov)

@@ -63,8 +63,14 @@ def open_image(path: Path) -> Image.Image:
     """
     try:
         with Image.open(path) as im:
+            pages = getattr(im, "n_frames", 1)
+            if im.format == "TIFF" and pages > 1:  # as unetzoo.io.read_image: page 1 alone is not the file
+                raise DataError(f"{path} is a stack of {pages} pages (a multi-page TIFF); save each page as its "
+                                "own file, or the one meant, and use that", path=Path(path))
             im.load()
             return upright(im)
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for bad files
         raise DataError(f"cannot read {path}: {exc}; replace or remove the file", path=Path(path)) from exc
 
@@ -124,7 +130,20 @@ def read_mask(path: Path) -> tuple[np.ndarray, str]:
         return arr[..., 0].astype(np.int64), "L"
     if mode in ("LA", "1"):  # 1-bit masks as 0/255, like the 8-bit masks they stand for
         im, mode = im.convert("L"), "L"
-    return np.asarray(im).astype(np.int64), mode
+    raw = np.asarray(im).astype(np.int64)
+    if mode == "P" and _grey_0_255(im, raw):
+        mode = "L"  # a 0/255 mask saved with a grey palette (convert("P"), MATLAB's gray(256)): its values
+    return raw, mode  # are its grey levels, so it reads as the 0/255 mask it shows, not as class 255
+
+
+def _grey_0_255(im: Image.Image, raw: np.ndarray) -> bool:
+    """Whether a palette mask uses only indices 0 and 255, each coloured as that grey level."""
+    used = np.unique(raw)
+    if not np.isin(used, (0, 255)).all():
+        return False
+    colours = np.asarray(im.getpalette() or [], dtype=np.int64)
+    colours = np.pad(colours, (0, max(0, 768 - colours.size)))[:768].reshape(256, 3)
+    return bool((colours[used] == used[:, None]).all())
 
 
 def looks_binary(raw: np.ndarray, mode: str = "L") -> bool:
@@ -139,6 +158,7 @@ def map_labels(
     mode: str = "L",
     label_map: Mapping[int, int] | None = None,
     binary: bool | None = None,
+    ignore_index: int = 255,
 ) -> np.ndarray:
     """Turn raw mask values into class indices.
 
@@ -147,7 +167,8 @@ def map_labels(
     * ``label_map`` given: each raw value found in it becomes its class; other values pass
       through unchanged (so :func:`~unetzoo.data.validate_dataset` can report them).
     * ``binary=True``: values >= 128 become 1, the rest 0 (0/255 masks, also anti-aliased ones);
-      in palette masks every index other than 0 becomes 1.
+      in palette masks every index other than 0 and ``ignore_index`` becomes 1 (VOC draws its
+      "ignore" border as index 255, which stays ignored).
     * ``binary=None`` (auto): a non-palette mask whose values are all in {0, 255} is a 0/255
       mask and becomes {0, 1}; anything else (palette or index masks) is kept as it is.
     * ``binary=False``: values are kept as they are.
@@ -168,6 +189,6 @@ def map_labels(
             return (raw == 255).astype(np.int64)
     if binary:
         if mode == "P":  # palette indices, not grey levels: any class other than 0 is foreground
-            return (raw > 0).astype(np.int64)
+            return np.where(raw == ignore_index, ignore_index, raw > 0).astype(np.int64)
         return (raw >= 128).astype(np.int64)
     return raw

@@ -22,6 +22,9 @@ from torchvision.transforms import v2
 __all__ = ["Normalize", "RandomTranspose", "build_transforms"]
 
 _BILINEAR = v2.InterpolationMode.BILINEAR  # images; v2 always resamples masks with nearest
+# torchvision's legacy NEAREST resize picks source pixel floor(i * scale): half a pixel up and left of
+# where the bilinear (pixel-centre) resize of the image puts it. NEAREST_EXACT picks by pixel centres.
+_NEAREST_EXACT = v2.InterpolationMode.NEAREST_EXACT
 
 
 class Normalize(v2.Transform):
@@ -188,12 +191,30 @@ def build_transforms(
         if blur > 0:
             steps.append(v2.RandomApply([_gaussian_blur(blur_sigma)], p=blur))
     elif size is not None:
-        steps.append(v2.Resize(_pair(size), antialias=True))
+        steps.append(_Resize(_pair(size), antialias=True))
     if mean is not None or std is not None:
         if mean is None or std is None:
             raise ValueError("give both mean and std, or neither")
         steps.append(Normalize(mean, std))
     return v2.Compose(steps)
+
+
+class _Resize(v2.Resize):
+    """``v2.Resize`` that resamples masks by pixel centres, as the image's bilinear resize does."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return v2.functional.resize(inpt, self.size, interpolation=_NEAREST_EXACT, max_size=self.max_size)
+        return super().transform(inpt, params)
+
+
+class _ScaleJitter(v2.ScaleJitter):
+    """``v2.ScaleJitter`` that resamples masks by pixel centres, as the image's bilinear resize does."""
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return v2.functional.resize(inpt, params["size"], interpolation=_NEAREST_EXACT)
+        return super().transform(inpt, params)
 
 
 class _UnitRange(v2.Transform):
@@ -258,7 +279,7 @@ def _geometric(
         return steps
     crop = _pair(size)
     if scale is not None:
-        steps.append(v2.ScaleJitter(crop, scale_range=tuple(scale), antialias=True))
+        steps.append(_ScaleJitter(crop, scale_range=tuple(scale), antialias=True))
     if rotation > 0:
         steps.append(v2.RandomRotation(rotation, interpolation=_BILINEAR, fill=fill))
     steps.append(v2.RandomCrop(crop, pad_if_needed=True, fill=fill))

@@ -86,6 +86,10 @@ def _image_size(path: Path) -> tuple[tuple[int, int], str]:
     """
     with Image.open(path) as im:
         size, mode = im.size, im.mode
+        pages = getattr(im, "n_frames", 1)
+        if im.format == "TIFF" and pages > 1:  # as the readers refuse it (open_image)
+            raise DataError(f"{path} is a stack of {pages} pages (a multi-page TIFF); save each page as its own "
+                            "file, or the one meant, and use that", path=path)
         if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn (or a transpose)
             size = size[::-1]
         if im.format == "JPEG":
@@ -109,6 +113,15 @@ def _label_fix(bad: np.ndarray, num_classes: int) -> str:
 Checked = tuple[DataProblem | None, np.ndarray | None]
 # what PIL and the readers raise for a bad file (DataError is a ValueError)
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _missing_message(base: Dataset, image: Path) -> str:
+    """Why ``image`` has no labels: the files a reader looked for and did not find (DRIVE's
+    annotation or field-of-view mask), else its mask."""
+    absent = getattr(base, "missing_files", {}).get(image)
+    if absent:
+        return f"image {image} lacks {' and '.join(str(p) for p in absent)}; add it or remove the image"
+    return f"image {image} has no mask; add it or remove the image"
 
 
 def _auto_binary(ds: Dataset) -> bool:
@@ -175,6 +188,8 @@ def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int, 
         (width, height), mode = _image_size(image_path)
         if getattr(ds, "channels", 0) is None:  # each file keeps its colour model: they must agree
             seen.setdefault(file_channels(mode), {})[index] = image_path
+    except DataError as exc:  # names the file and the fix already
+        return DataProblem(image_path, "unreadable", str(exc), index), None
     except _READ_ERRORS as exc:
         msg = f"cannot read image {image_path}: {exc}; replace or remove it"
         return DataProblem(image_path, "unreadable", msg, index), None
@@ -253,8 +268,7 @@ def validate_dataset(
     num_classes = max(num_classes, 2)
     base, indices = _base_and_indices(dataset)
     where = str(getattr(base, "root", type(base).__name__))
-    problems = [DataProblem(p, "missing_mask", f"image {p} has no mask; add it or remove the image")
-                for p in getattr(base, "missing_masks", [])]
+    problems = [DataProblem(p, "missing_mask", _missing_message(base, p)) for p in getattr(base, "missing_masks", [])]
     if not indices:
         if problems:
             _raise(problems, where, none_left=True)
