@@ -46,6 +46,52 @@ def test_unfreeze_restores_training():
     assert all(m.training for m in model.encoder.modules() if isinstance(m, NORMS))
 
 
+def test_unfreezing_keeps_parameters_the_user_had_frozen():
+    """freeze/unfreeze (the trainer's freeze_epochs recipe) restores each parameter's own flag: a
+    stem or norm affine frozen on purpose stays frozen; re-freezing in between changes nothing."""
+    model = _small()
+    kept = {name for name, p in model.encoder.named_parameters() if "conv1" in name or "bn" in name}
+    assert kept
+    for name, p in model.encoder.named_parameters():
+        p.requires_grad_(name not in kept)
+    model.freeze_encoder().freeze_encoder(stages=2).freeze_encoder().unfreeze_encoder()
+    assert {name for name, p in model.encoder.named_parameters() if not p.requires_grad} == kept
+    assert all(p.requires_grad for p in model.decoder.parameters())
+
+
+def test_freezing_drops_gradients_left_from_earlier_steps():
+    """A frozen weight keeps no stale gradient, so AdamW (with zero_grad(set_to_none=False))
+    moves it neither by its moments nor by weight decay."""
+    model = _small().train()
+    opt = torch.optim.AdamW(model.param_groups(decoder_lr=1e-2, weight_decay=0.05))
+    model(torch.randn(2, 3, 64, 64)).mean().backward()
+    opt.step()
+    model.freeze_encoder()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    for _ in range(3):
+        opt.zero_grad(set_to_none=False)
+        model(torch.randn(2, 3, 64, 64)).mean().backward()
+        opt.step()
+    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+
+
+def test_sync_batchnorm_keeps_timms_norm_activations():
+    """torch's converter turns timm's BatchNormAct2d into a SyncBatchNorm that drops the
+    activation (ReLU6 in EfficientNet-Lite): the converted network must compute the same thing.
+    Compared in eval mode, where SyncBatchNorm runs on the CPU."""
+    from unetzoo.train.engine import sync_batchnorm
+
+    model = _small("unet-efficientnet_lite0").eval()
+    converted = sync_batchnorm(_small("unet-efficientnet_lite0")).eval()
+    assert not any(type(m) is nn.BatchNorm2d for m in converted.modules())
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in converted.encoder.modules()) > 40
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), converted(x))
+    assert converted.state_dict().keys() == model.state_dict().keys()
+
+
 def test_seed_aliases():
     model = _small()
     assert model.freeze_backbone() is model and model.frozen_stages is None

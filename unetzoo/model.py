@@ -64,6 +64,7 @@ class UnetZooModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._frozen_stages: int = 0  # how many encoder stages are frozen (-1 = the whole encoder)
+        self._kept_frozen: set[str] = set()  # parameters frozen before freeze_encoder: unfreezing keeps them
 
     # ------------------------------------------------------------------ structure
     def encoder_stages(self) -> list[nn.Module]:
@@ -132,9 +133,11 @@ class UnetZooModel(nn.Module):
     def freeze_encoder(self, stages: int | None = None) -> "UnetZooModel":
         """Freeze the encoder, or only its first ``stages`` stages.
 
-        Frozen parameters get ``requires_grad=False`` and frozen modules stay in eval mode
-        (norm running statistics do not change, dropout is off), also after ``model.train()``.
-        Returns the model, so calls chain.
+        Frozen parameters get ``requires_grad=False`` and no gradient (one left from earlier steps
+        would still move them in AdamW), and frozen modules stay in eval mode (norm running
+        statistics do not change, dropout is off), also after ``model.train()``. Parameters that
+        were already frozen stay frozen after :meth:`unfreeze_encoder`. Returns the model, so
+        calls chain.
         """
         self.unfreeze_encoder()
         if stages is None:
@@ -144,18 +147,29 @@ class UnetZooModel(nn.Module):
             if not 0 <= stages <= n:
                 raise ValueError(f"stages must be between 0 and {n} (this encoder has {n} stages), got {stages}")
             self._frozen_stages = stages
-        for module in self._frozen_modules():
-            module.requires_grad_(False)
+        params = self._frozen_parameters()
+        self._kept_frozen = {name for name, p in params.items() if not p.requires_grad}
+        for p in params.values():
+            p.requires_grad_(False)
+            p.grad = None
         self._apply_frozen_modes()
         return self
 
     def unfreeze_encoder(self) -> "UnetZooModel":
-        """Undo :meth:`freeze_encoder`: gradients on, and modules follow ``model.training``."""
+        """Undo :meth:`freeze_encoder`: gradients on again (except for parameters that were frozen
+        before it), and modules follow ``model.training``."""
+        for name, p in self._frozen_parameters().items():
+            if name not in self._kept_frozen:
+                p.requires_grad_(True)
         for module in self._frozen_modules():
-            module.requires_grad_(True)
             module.train(self.training)
-        self._frozen_stages = 0
+        self._frozen_stages, self._kept_frozen = 0, set()
         return self
+
+    def _frozen_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters of the frozen modules, by name."""
+        ids = {id(p) for module in self._frozen_modules() for p in module.parameters()}
+        return {name: p for name, p in self.named_parameters() if id(p) in ids} if ids else {}
 
     # the seed project's names
     def freeze_backbone(self) -> "UnetZooModel":

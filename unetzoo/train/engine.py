@@ -61,6 +61,16 @@ def fit(config: TrainConfig | Mapping[str, Any] | str | os.PathLike, overrides: 
         trainer.close()
 
 
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm synchronised across processes. timm's converter: torch's
+    turns timm's ``BatchNormAct2d`` (EfficientNet, MobileNetV3: norm, then the activation) into a
+    plain ``SyncBatchNorm`` whose forward drops the activation; timm's keeps it, and converts
+    other BatchNorms as torch does."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
 class Trainer:
     """Holds the pieces of one run; :meth:`run` trains, :func:`fit` is the usual entry point."""
 
@@ -138,7 +148,7 @@ class Trainer:
             if self.device.type == "cpu":
                 raise ConfigError("model.sync_bn=true needs GPUs (SyncBatchNorm has no CPU kernel); "
                                   "set model.sync_bn=false for CPU (gloo) runs")
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = sync_batchnorm(model)
         model.to(self.device)
         if self.cfg.channels_last:
             model.to(memory_format=torch.channels_last)
