@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import warnings
 
 import pytest
 import torch
@@ -157,7 +159,7 @@ def test_bubbliiiing_resnet50_checkpoints_keep_their_decoder_relus(tmp_path):
     also strip the ReLUs its skip-less up_conv block always had, so it is a conflict, not a load."""
     torch.manual_seed(0)
     path = _save(randomize(bubbliiiing.Unet(2, "resnet50")).state_dict(), tmp_path)
-    with pytest.raises(ValueError, match=r"decoder_act=None conflicts with the checkpoint.*decoder_act='relu'"):
+    with pytest.raises(ValueError, match=r"decoder_act=None conflicts with .*ckpt.pth, which was trained with decoder_act='relu'; leave decoder_act out"):
         unetzoo.create("unet-resnet50", checkpoint=path, decoder_act=None)
 
 
@@ -182,7 +184,7 @@ def test_resnet_maxpool_quirk_is_needed(tmp_path):
     plain = load_converted(unetzoo.create("unet-resnet50", num_classes=2), state_dict)
     x = torch.randn(1, 3, 64, 64)
     assert (_forward(plain, x) - _forward(ref, x)).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="maxpool_quirk=False conflicts with the checkpoint"):
+    with pytest.raises(ValueError, match="maxpool_quirk=False conflicts with the given state dict"):
         unetzoo.create("unet-resnet50", checkpoint=ref.state_dict(), maxpool_quirk=False)
 
 
@@ -215,6 +217,21 @@ def test_checkpoint_containers(wrap, tmp_path):
     ref = _small_wz()
     model = unetzoo.create("unet-classic", checkpoint=_save(wrap(ref.state_dict()), tmp_path))
     assert model.config.options["base_c"] == 4 and model.config.options["bilinear"] is True
+    _assert_parity(ref, model, torch.randn(1, 3, 32, 32))
+
+
+def test_training_checkpoints_load_where_torch_lacks_the_safe_globals_context(tmp_path, monkeypatch):
+    """torch 2.4 (pyproject allows it) has add_safe_globals but not the safe_globals context
+    manager: every .pth import failed there with an AttributeError."""
+    ref = _small_wz()
+    path = _save({"model": ref.state_dict(), "args": argparse.Namespace(base_c=4, lr=0.01)}, tmp_path)
+    saved = torch.serialization.get_safe_globals()
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    try:
+        model = unetzoo.create("unet-classic", checkpoint=path)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(saved)
     _assert_parity(ref, model, torch.randn(1, 3, 32, 32))
 
 
@@ -324,7 +341,8 @@ def test_wrong_architecture_variant_is_refused():
 
 def test_conflicting_option_is_an_error(tmp_path):
     path = _save(_small_wz().state_dict(), tmp_path)
-    with pytest.raises(ValueError, match="num_classes=5 conflicts with the checkpoint"):
+    with pytest.raises(ValueError, match=f"num_classes=5 conflicts with {re.escape(str(path))}, which was trained "
+                                         "with num_classes=2; leave num_classes out"):
         unetzoo.create("unet-classic", checkpoint=path, num_classes=5)
 
 
@@ -375,3 +393,39 @@ def test_cli_option_values_are_literals():
     assert _option("upsample=nearest") == ("upsample", "nearest")
     with pytest.raises(argparse.ArgumentTypeError, match="got 'model.onnx'; here -o is --option.*not the output"):
         _option("model.onnx")
+
+
+def test_jvanvugt_padding_true_checkpoints_load_with_the_padding_option(tmp_path):
+    """UNet(padding=True) has the paper's keys and shapes: it loads into unet-original only with
+    padding=True (a warning says so when no padding is given) and then matches on multiples of 16."""
+    torch.manual_seed(0)
+    ref = randomize(jvanvugt.UNet(padding=True)).eval()
+    path = _save(ref.state_dict(), tmp_path)
+    with pytest.warns(UserWarning, match=r"loaded with padding=False \(the default\): a checkpoint trained with "
+                                         r"padding=True .*pass padding=True"):
+        unetzoo.create("unet-original", checkpoint=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the option given: nothing to warn about
+        model = unetzoo.create("unet-original", checkpoint=path, padding=True)
+    assert model.border == 0 and model.config.options["padding"] is True
+    x = torch.randn(1, 1, 48, 64)
+    _assert_parity(ref, model, x)
+    assert _forward(model, torch.randn(1, 1, 37, 50)).shape[-2:] == (37, 50)  # any size, as every padded net
+
+
+def test_jvanvugt_batch_norm_and_upsample_checkpoints_are_named_as_such():
+    sd = jvanvugt.UNet(wf=1).state_dict()
+    with pytest.raises(ValueError, match=r"trained with batch_norm=True \(it has down_path.0.block.2.running_mean\)"):
+        unetzoo.create("unet-original", checkpoint={**sd, "down_path.0.block.2.running_mean": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"trained with up_mode='upsample'"):
+        unetzoo.create("unet-original", checkpoint={**sd, "up_path.0.up.1.weight": torch.zeros(2, 4, 1, 1)})
+
+
+def test_a_failed_load_repeats_what_the_format_cannot_tell_and_the_cli_spelling():
+    sd = jvanvugt.UNet(wf=1).state_dict()  # narrower than the paper's network
+    with pytest.raises(ValueError, match=r"shape mismatches.*; of these checkpoints: a checkpoint trained with "
+                                         r"padding=True"):
+        unetzoo.create("unet-original", checkpoint=sd, padding=False)
+    with pytest.raises(ValueError, match=r"loads into 'unet-original', not 'unet-classic': .*unetzoo convert: leave "
+                                         r"out --model or pass --model unet-original"):
+        unetzoo.create("unet-classic", checkpoint=sd)

@@ -95,8 +95,11 @@ def create(
         state_dict, inferred = prepare_checkpoint(spec, checkpoint, options)
         for key, value in inferred.items():
             if key in options and options[key] != value:
+                from unetzoo.convert import checkpoint_name
+
                 raise ValueError(
-                    f"{key}={options[key]!r} conflicts with the checkpoint, which was trained with {key}={value!r}"
+                    f"{key}={options[key]!r} conflicts with {checkpoint_name(checkpoint)}, which was trained with "
+                    f"{key}={value!r}; leave {key} out (it is read from the checkpoint)"
                 )
             options[key] = value
     resolved = resolve_options(spec, options)

@@ -1,7 +1,8 @@
 """jvanvugt/pytorch-unet ``UNet`` with its defaults (the 2015 paper's network).
 
 Keys ``down_path.{i}.block.{0,2}``, ``up_path.{i}.up``, ``up_path.{i}.conv_block.block.{0,2}``, ``last``.
-``wf`` (log2 of the first width) may be lowered for cheap shape tests.
+``wf`` (log2 of the first width) may be lowered for cheap shape tests; ``padding=True`` zero-pads the
+3x3 convolutions (the project's option: same keys and shapes).
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from torch import nn
 
 
 class ConvBlock(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, padding: bool = False) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU(), nn.Conv2d(cout, cout, 3), nn.ReLU())
+        p = int(padding)
+        self.block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=p), nn.ReLU(),
+                                   nn.Conv2d(cout, cout, 3, padding=p), nn.ReLU())
 
     def forward(self, x):
         return self.block(x)
 
 
 class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, padding: bool = False) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, kernel_size=2, stride=2)
-        self.conv_block = ConvBlock(cin, cout)
+        self.conv_block = ConvBlock(cin, cout, padding)
 
     def forward(self, x, bridge):
         up = self.up(x)
@@ -34,16 +37,17 @@ class UpBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, n_classes: int = 2, depth: int = 5, wf: int = 6) -> None:
+    def __init__(self, in_channels: int = 1, n_classes: int = 2, depth: int = 5, wf: int = 6,
+                 padding: bool = False) -> None:
         super().__init__()
         prev = in_channels
         self.down_path = nn.ModuleList()
         for i in range(depth):
-            self.down_path.append(ConvBlock(prev, 2 ** (wf + i)))
+            self.down_path.append(ConvBlock(prev, 2 ** (wf + i), padding))
             prev = 2 ** (wf + i)
         self.up_path = nn.ModuleList()
         for i in reversed(range(depth - 1)):
-            self.up_path.append(UpBlock(prev, 2 ** (wf + i)))
+            self.up_path.append(UpBlock(prev, 2 ** (wf + i), padding))
             prev = 2 ** (wf + i)
         self.last = nn.Conv2d(prev, n_classes, kernel_size=1)
 

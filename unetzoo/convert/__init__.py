@@ -14,10 +14,12 @@ package and only here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointFormat",
     "checkpoint_formats",
+    "checkpoint_name",
     "detect_format",
     "load_converted",
     "prepare_checkpoint",
@@ -76,13 +79,17 @@ def checkpoint_formats() -> list[CheckpointFormat]:
     return [*formats, _NATIVE]
 
 
-def _source_name(checkpoint: Checkpoint) -> str:
+def checkpoint_name(checkpoint: Checkpoint) -> str:
+    """How messages name a checkpoint: its path, or "the given state dict"."""
     return "the given state dict" if isinstance(checkpoint, Mapping) else str(checkpoint)
 
 
 def _torch_load(path: Path) -> Any:
+    allowed = getattr(torch.serialization, "safe_globals", None)  # a context manager from torch 2.5 on
+    if allowed is None:  # torch 2.4 has only the process-wide list: the same few harmless types
+        torch.serialization.add_safe_globals(_SAFE_GLOBALS)
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with allowed(_SAFE_GLOBALS) if allowed is not None else contextlib.nullcontext():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
@@ -134,7 +141,7 @@ def read_checkpoint(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
         FileNotFoundError: the path does not exist.
         ValueError: the file is not a readable, safe state dict (the message says why).
     """
-    source = _source_name(checkpoint)
+    source = checkpoint_name(checkpoint)
     if isinstance(checkpoint, Mapping):
         return _unwrap(checkpoint, source)
     path = Path(checkpoint).expanduser()
@@ -178,16 +185,23 @@ def prepare_checkpoint(
     Returns:
         The state dict in unetzoo's layout and the options inferred from its shapes.
     """
-    source = _source_name(checkpoint)
+    source = checkpoint_name(checkpoint)
     state_dict = read_checkpoint(checkpoint)
     fmt = detect_format(state_dict, source=source)
     if fmt.model is not None and fmt.model != spec.name:
         raise ValueError(
             f"{source} is a {fmt.description} checkpoint, which unetzoo loads into {fmt.model!r}, not "
-            f"{spec.name!r}: use unetzoo.create({fmt.model!r}, checkpoint=...)"
+            f"{spec.name!r}: use unetzoo.create({fmt.model!r}, checkpoint=...) (unetzoo convert: leave out --model "
+            f"or pass --model {fmt.model})"
         )
     converted, inferred = fmt.convert(state_dict)
-    converted.preprocessing = fmt.preprocessing
+    converted.preprocessing, converted.notes = fmt.preprocessing, fmt.notes
+    if fmt.ask and not any(option in (options or {}) for option in fmt.ask):
+        from unetzoo.factory import builder_options
+
+        defaults = ", ".join(f"{k}={v!r}" for k, v in builder_options(spec).items() if k in fmt.ask)
+        warnings.warn(f"{source} is a {fmt.description} checkpoint, loaded with {defaults} (the default): "
+                      f"{fmt.notes}", UserWarning, stacklevel=3)
     return converted, inferred
 
 
@@ -233,9 +247,11 @@ def load_converted(
         config = getattr(model, "config", None)
         target = config.name if config is not None else type(model).__name__
         fmt = getattr(state_dict, "format", None)
-        parts = [f"cannot load {_source_name(source)}" + (f" ({fmt} format)" if fmt else "") + f" into {target}"]
+        parts = [f"cannot load {checkpoint_name(source)}" + (f" ({fmt} format)" if fmt else "") + f" into {target}"]
         parts += problems
         parts.append("check that the checkpoint belongs to this model and options (unetzoo info NAME lists them)")
+        if notes := getattr(state_dict, "notes", ""):
+            parts.append(f"of these checkpoints: {notes}")
         raise ValueError("; ".join(parts))
     own = model.state_dict()
     full = {k: own[k] for k in own if k not in state_dict}  # only num_batches_tracked can be absent

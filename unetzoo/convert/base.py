@@ -57,6 +57,7 @@ class ConvertedStateDict(dict):
         self.origin = dict(origin)
         self.format = format
         self.preprocessing: Preprocessing | None = None
+        self.notes = ""  # what the format cannot tell from its weights (named when loading fails)
 
 
 def rename_keys(state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule], format: str) -> ConvertedStateDict:
@@ -114,6 +115,8 @@ class CheckpointFormat:
         convert: maps a checkpoint (already unwrapped) to unetzoo's layout and returns it with
             the options inferred from its shapes.
         notes: what cannot be inferred and must be passed as an option.
+        ask: the options ``notes`` is about: read from no weight, so when the user passes none
+            of them the default is used and a warning says so.
         preprocessing: the input normalisation the source project trains and predicts with
             (recorded on the model, so :func:`unetzoo.transforms_for` and ``save_pretrained``
             follow it); ``None`` where the project defines none.
@@ -126,6 +129,7 @@ class CheckpointFormat:
     convert: Callable[[Mapping[str, torch.Tensor]], tuple[ConvertedStateDict, dict[str, Any]]]
     notes: str = ""
     preprocessing: Preprocessing | None = None
+    ask: tuple[str, ...] = ()
 
     def matches(self, keys: Iterable[str]) -> bool:
         keys = set(keys)

@@ -69,6 +69,7 @@ FORMATS = (
         model="unet-vgg16",
         convert=convert_vgg16,
         notes=_NOTE,
+        ask=("decoder_act",),
         preprocessing=SCALED_ONLY,  # preprocess_input: image / 255
     ),
     CheckpointFormat(

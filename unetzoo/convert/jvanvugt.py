@@ -6,9 +6,9 @@ transposed convolution), ``up_path.{0-3}.conv_block.block.{0,2}`` and ``last`` (
 
 Only that project's defaults are the paper's network: ``depth=5, wf=6, padding=False,
 batch_norm=False, up_mode='upconv'``. Checkpoints with batch norm, another depth or width, or
-``up_mode='upsample'`` have other keys or shapes and are refused with a list of them;
-``padding=True`` cannot be told apart from the keys (the same tensors, used with padded
-convolutions), so do not import those checkpoints into unet-original.
+``up_mode='upsample'`` have other keys or shapes and are refused. ``padding=True`` cannot be told
+apart from the keys (the same tensors, used with padded convolutions): load those checkpoints with
+``padding=True``, which unet-original takes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ _RULES = (
 
 def convert_jvanvugt(state_dict: Mapping[str, torch.Tensor]) -> tuple[ConvertedStateDict, dict[str, Any]]:
     """Map a jvanvugt/pytorch-unet ``UNet`` state dict onto ``unet-original``."""
+    for key, variant in ((".running_mean", "batch_norm=True"), (".up.1.weight", "up_mode='upsample'")):
+        if found := next((k for k in state_dict if k.endswith(key)), None):
+            raise ValueError(f"this jvanvugt/pytorch-unet checkpoint was trained with {variant} (it has {found}); "
+                             "unet-original is the paper's network, the project's defaults: batch_norm=False, "
+                             "up_mode='upconv'. Such a checkpoint has no unetzoo counterpart")
     converted = rename_keys(state_dict, _RULES, "jvanvugt")
     return converted, io_options(converted, "encoder.0.block.conv1.0.weight")
 
@@ -51,6 +56,8 @@ FORMATS = (
         signature=("down_path.0.block.0.weight", "last.weight"),
         model="unet-original",
         convert=convert_jvanvugt,
-        notes="only padding=False, batch_norm=False, depth=5, wf=6, up_mode='upconv' (the defaults)",
+        notes="a checkpoint trained with padding=True has the same weights as one without: pass padding=True "
+              "for it (batch_norm=False, depth=5, wf=6 and up_mode='upconv', the defaults, are the only others)",
+        ask=("padding",),
     ),
 )

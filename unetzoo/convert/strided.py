@@ -62,7 +62,9 @@ FORMATS = (
         signature=("c1.layer.0.weight", "d1.layer.0.weight", "out.weight"),
         model="unet-strided",
         convert=convert_strided,
-        notes="checkpoints of the later CrossEntropy version need sigmoid=False",
+        notes="checkpoints of the later CrossEntropy version need sigmoid=False (same keys; the first, "
+              "BCE version's sigmoid is the default)",
+        ask=("sigmoid",),
         preprocessing=SCALED_ONLY,  # transforms.ToTensor() only
     ),
 )

@@ -11,6 +11,10 @@ are valid; :func:`valid_input_sizes` lists them and other sizes raise a ``ValueE
 names the nearest valid ones. Large images are segmented tile by tile with mirrored borders
 (the paper's overlap-tile strategy, :func:`unetzoo.predict`).
 
+``padding=True`` is jvanvugt/pytorch-unet's ``UNet(padding=True)``: the same layers and weights with
+zero-padded 3x3 convolutions, so the output has the input's size (any size: it is padded to a
+multiple of 16 and the output cropped back; on multiples of 16 that is jvanvugt's network exactly).
+
 Module layout (the keys of the state dict)::
 
     encoder.{0..4}.block.conv{1,2}.0.{weight,bias}    (max-pool +) two valid 3x3 convs
@@ -92,17 +96,18 @@ def _check_size(h: int, w: int) -> None:
     )
 
 
-def _conv_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU(inplace=True))
+def _conv_relu(cin: int, cout: int, padding: int = 0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=padding), nn.ReLU(inplace=True))
 
 
 class ValidDoubleConv(nn.Module):
-    """Two unpadded 3x3 convolutions with ReLU (each loses one pixel per side)."""
+    """Two unpadded 3x3 convolutions with ReLU (each loses one pixel per side); ``padding=1``
+    zero-pads them instead (jvanvugt's ``padding=True``)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, padding: int = 0) -> None:
         super().__init__()
-        self.conv1 = _conv_relu(cin, cout)
-        self.conv2 = _conv_relu(cout, cout)
+        self.conv1 = _conv_relu(cin, cout, padding)
+        self.conv2 = _conv_relu(cout, cout, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -111,10 +116,10 @@ class ValidDoubleConv(nn.Module):
 class UpCrop(nn.Module):
     """Transposed conv x2 (halving channels), centre-crop the skip, ``cat([up, skip])``, convs."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, padding: int = 0) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
-        self.block = ValidDoubleConv(cin, cout)
+        self.block = ValidDoubleConv(cin, cout, padding)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
@@ -131,29 +136,37 @@ class OriginalUNet(UnetZooModel):
         in_chans: input channels (1 in the paper).
         dropout: rate of the dropout at the end of the contracting path (after the deepest
             level); the paper uses dropout there as implicit data augmentation. 0 = off.
+        padding: zero-padded convolutions (jvanvugt's ``UNet(padding=True)``): the output has the
+            input's size and any size is accepted; ``border`` is then 0.
     """
 
     border = BORDER
     output_stride = _STEP  # total down-sampling: unetzoo.predict keeps its tiles on this grid
 
-    def __init__(self, num_classes: int = 2, in_chans: int = 1, *, dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int = 2, in_chans: int = 1, *, dropout: float = 0.0, padding: bool = False) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not isinstance(padding, bool):
+            raise ValueError(f"padding must be True or False, got {padding!r}")
         self.in_chans = in_chans
         self.num_classes = num_classes
-        self.pad_multiple = None  # valid convolutions: sizes are checked, never padded
+        self.padding = padding
+        if padding:  # same-size network: padded to the stride like every other one
+            self.border, self.pad_multiple = 0, _STEP
+        else:
+            self.pad_multiple = None  # valid convolutions: sizes are checked, never padded
         widths = [64 * 2**i for i in range(DEPTH)]
         stages = []
         for i, (cin, cout) in enumerate(zip([in_chans, *widths[:-1]], widths)):
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             if i:
                 layers["pool"] = nn.MaxPool2d(2)
-            layers["block"] = ValidDoubleConv(cin, cout)
+            layers["block"] = ValidDoubleConv(cin, cout, int(padding))
             stages.append(nn.Sequential(layers))
         self.encoder = nn.ModuleList(stages)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.decoder = nn.ModuleList(UpCrop(widths[i], widths[i - 1]) for i in range(DEPTH - 1, 0, -1))
+        self.decoder = nn.ModuleList(UpCrop(widths[i], widths[i - 1], int(padding)) for i in range(DEPTH - 1, 0, -1))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.reset_parameters()
 
@@ -180,14 +193,22 @@ class OriginalUNet(UnetZooModel):
 
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
-        _check_size(*x.shape[-2:])
+        if not self.padding:
+            _check_size(*x.shape[-2:])
 
     def output_size(self, n: int) -> int:
-        """Output side for an input side ``n``; see :func:`original_output_size`."""
-        return original_output_size(n)
+        """Output side for an input side ``n``; see :func:`original_output_size` (``n`` itself
+        with ``padding=True``)."""
+        return n if self.padding else original_output_size(n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if self.padding:
+            x, h, w = self._pad(x)
+            return self._crop(self._forward(x), h, w).contiguous()
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -199,7 +220,7 @@ class OriginalUNet(UnetZooModel):
 
 
 def build_original(
-    encoder: None = None, *, num_classes: int = 2, in_chans: int = 1, dropout: float = 0.0
+    encoder: None = None, *, num_classes: int = 2, in_chans: int = 1, dropout: float = 0.0, padding: bool = False
 ) -> OriginalUNet:
     """Builder of ``unet-original`` (see :class:`OriginalUNet`).
 
@@ -210,5 +231,5 @@ def build_original(
     """
     if encoder is not None:
         raise ValueError(f"unet-original has its own encoder; got encoder={encoder!r}")
-    return OriginalUNet(num_classes, in_chans, dropout=dropout)
+    return OriginalUNet(num_classes, in_chans, dropout=dropout, padding=padding)
 
