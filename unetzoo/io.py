@@ -61,12 +61,8 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     path = Path(path)
     try:
         with Image.open(path) as im:
-            pages = getattr(im, "n_frames", 1)
-            if im.format == "TIFF" and pages > 1:  # (a camera's MPO JPEG holds a preview: not refused)
-                raise ImageReadError(
-                    f"{path} is a stack of {pages} pages (a multi-page TIFF); unetzoo segments single images: "
-                    "save each page as its own file (e.g. with tifffile or Fiji) and pass those"
-                )
+            if stack := stack_problem(im, path):
+                raise ImageReadError(stack)
             im.load()
             array = _to_array(upright(im), channels)
     except ImageReadError:
@@ -81,6 +77,16 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     if channels is not None and _channels(array) != channels:
         raise ImageReadError(f"cannot convert image {path} ({_channels(array)} channels) to {channels} channels")
     return array
+
+
+def stack_problem(im: Image.Image, path: str | os.PathLike) -> str | None:
+    """Why an opened file is not one image (a multi-page TIFF, whose first page alone is not the
+    file), or ``None``. A camera's MPO JPEG holds a preview as a second frame: not refused."""
+    pages = getattr(im, "n_frames", 1)
+    if im.format == "TIFF" and pages > 1:
+        return (f"{path} is a stack of {pages} pages (a multi-page TIFF); unetzoo reads single images: save each "
+                "page as its own file (e.g. with tifffile or Fiji) and use those")
+    return None
 
 
 #: the EXIF tag that says how a stored image is turned for display

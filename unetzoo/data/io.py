@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unetzoo.io import IMAGE_EXTENSIONS, _to_array, upright  # one list of image types, one decoder
+from unetzoo.io import IMAGE_EXTENSIONS, _to_array, stack_problem, upright  # one list of image types, one decoder
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -63,10 +63,8 @@ def open_image(path: Path) -> Image.Image:
     """
     try:
         with Image.open(path) as im:
-            pages = getattr(im, "n_frames", 1)
-            if im.format == "TIFF" and pages > 1:  # as unetzoo.io.read_image: page 1 alone is not the file
-                raise DataError(f"{path} is a stack of {pages} pages (a multi-page TIFF); save each page as its "
-                                "own file, or the one meant, and use that", path=Path(path))
+            if stack := stack_problem(im, path):  # as unetzoo.io.read_image refuses it
+                raise DataError(stack, path=Path(path))
             im.load()
             return upright(im)
     except DataError:

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from unetzoo.data.io import DataError, file_channels, looks_binary, map_labels, read_mask
-from unetzoo.io import EXIF_ORIENTATION
+from unetzoo.io import EXIF_ORIENTATION, stack_problem
 
 __all__ = ["DataProblem", "ValidationReport", "validate_dataset"]
 
@@ -86,10 +86,8 @@ def _image_size(path: Path) -> tuple[tuple[int, int], str]:
     """
     with Image.open(path) as im:
         size, mode = im.size, im.mode
-        pages = getattr(im, "n_frames", 1)
-        if im.format == "TIFF" and pages > 1:  # as the readers refuse it (open_image)
-            raise DataError(f"{path} is a stack of {pages} pages (a multi-page TIFF); save each page as its own "
-                            "file, or the one meant, and use that", path=path)
+        if stack := stack_problem(im, path):  # as the readers refuse it (open_image)
+            raise DataError(stack, path=path)
         if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # a quarter turn (or a transpose)
             size = size[::-1]
         if im.format == "JPEG":
