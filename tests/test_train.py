@@ -396,6 +396,13 @@ def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
         ("model.options.base_c=-4", "model (unet-classic):"),
         ("loss.name=foo", "loss (foo): cannot read loss term 'foo'"),
         ("loss.options.bar=2", "loss (ce+dice): loss option(s) ['bar']"),
+        ("num_workers=-1", "num_workers must be >= 0"),
+        ("threads=-1", "threads must be >= 1"),
+        ("val_batch_size=-2", "val_batch_size must be >= 1"),
+        ("grad_clip=-1", "grad_clip is the largest gradient norm, > 0"),  # it reversed the gradients
+        ("data.transforms.std=[0,0,0]", "data.transforms.std divides the images"),
+        ("data.val_root=", "data.val_root is empty"),  # it validated on the training images
+        ("model.in_chans=2", "model.in_chans=2: the image readers give 1 (grey) or 3 (RGB) channels"),
     ],
 )
 def test_train_cli_reports_bad_model_and_loss_settings_in_one_line(
@@ -417,6 +424,75 @@ def test_train_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "epochs=1", "--bogus"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_config_yaml_reads_exponents_as_numbers_and_refuses_repeated_keys(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) reads 1e-5 as a string, which only the typed fields turned into a number;
+    a key given twice silently dropped its first value."""
+    cfg = load_config(None, ["loss.options={smooth: 1e-5}", "optimizer.lr=3E-4"])
+    assert cfg.loss.options == {"smooth": 1e-5} and cfg.optimizer.lr == 3e-4
+    path = tmp_path / "twice.yaml"
+    path.write_text("optimizer:\n  name: sgd\n  lr: 0.1\nepochs: 2\noptimizer:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match=r"the key 'optimizer' is given twice; keep one"):
+        load_config(path)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("output_dir: r\xe9sultats\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"cannot read config {re.escape(str(latin1))}"):
+        load_config(latin1)
+
+
+def test_a_mapping_override_merges_into_its_section(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "unet-classic", "in_chans": 1,
+                                              "options": {"base_c": 8, "bilinear": True}}}))
+    cfg = load_config(path, ["model={num_classes: 3}", "model.options={base_c: 16}"])
+    assert (cfg.model.name, cfg.model.in_chans, cfg.model.num_classes) == ("unet-classic", 1, 3)
+    assert cfg.model.options == {"base_c": 16, "bilinear": True}
+
+
+@pytest.mark.parametrize("folder", ["exp #3", "2024-06-01", "42", "off"])
+def test_the_output_folder_is_taken_as_typed(folder: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """-o is a path, not YAML: '#' started a comment, a date or a number was refused."""
+    assert main(["train", "-o", folder, "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["output_dir"] == folder
+
+
+def test_demo_takes_output_dir_from_an_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import unetzoo.train
+
+    seen = []
+
+    def stop(cfg):
+        seen.append(cfg.output_dir)
+        raise FileNotFoundError("stopped before training")
+
+    monkeypatch.setattr(unetzoo.train, "fit", stop)
+    assert main(["demo", f"output_dir={tmp_path / 'a'}"]) == 2
+    assert main(["demo", "-o", str(tmp_path / "b"), f"output_dir={tmp_path / 'a'}"]) == 2  # -o wins
+    assert main(["demo"]) == 2
+    assert seen == [str(tmp_path / "a"), str(tmp_path / "b"), "runs/demo"]
+
+
+def test_a_home_relative_output_dir_is_expanded(blobs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It crashed after the first epoch, half the run under ./~ and half under $HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trainer = Trainer(TrainConfig.from_dict(tiny_config(blobs, Path("~/runs/tiny"), epochs=1)))
+    try:
+        assert trainer.out == tmp_path / "runs" / "tiny"
+    finally:
+        trainer.close()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match="is a file; give a folder"):
+        Trainer(TrainConfig.from_dict(tiny_config(blobs, tmp_path / "a_file", epochs=1)))
+
+
+def test_overlay_colours_tell_apart_classes_beyond_the_first_ten() -> None:
+    from unetzoo.train.plots import _colour
+
+    labels = np.arange(21)[None, :]  # VOC's 21 classes
+    rgb, alpha = _colour(labels, ignore_index=255)
+    colours = {tuple(np.round(c, 4)) for c in rgb[0, 1:]}
+    assert len(colours) == 20 and alpha[0, 0] == 0 and (alpha[0, 1:] == 1).all()
 
 
 def test_a_saved_model_scored_again_on_its_validation_images_matches_the_run(

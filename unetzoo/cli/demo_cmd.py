@@ -8,6 +8,7 @@ leaves checkpoints, metrics, curves and overlays in the output folder.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "The recipe is configs/nuclei_demo.yaml; key=value arguments override it.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
-    p.add_argument("--output-dir", "-o", default="runs/demo", help="where results go (default: runs/demo)")
+    p.add_argument("--output-dir", "-o", default=None, help="where results go (default: runs/demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     p.set_defaults(func=run)
 
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from unetzoo.train.evaluate import evaluate_saved
     from unetzoo.train.recipes import NUCLEI_DEMO
 
-    overrides = [*args.overrides, f"output_dir={args.output_dir}"]
+    overrides = list(args.overrides)
+    if args.output_dir:  # a path, not YAML (and output_dir=... among the overrides counts when -o is absent)
+        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
     if args.no_progress:
         overrides.append("progress=false")
     try:

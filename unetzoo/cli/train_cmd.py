@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -29,10 +30,11 @@ def _config_path(args: argparse.Namespace) -> str | None:
     """``--config``, or for ``--resume`` without one the ``config.yaml`` of the run being resumed,
     so that a plain ``-o RUN --resume`` continues the run as it was configured."""
     from unetzoo.train import ConfigError
+    from unetzoo.train.config import apply_overrides
 
     if args.config is not None or not args.resume:
         return args.config
-    out = args.output_dir or next((o.split("=", 1)[1] for o in reversed(args.overrides)
+    out = args.output_dir or next((str(apply_overrides({}, [o])["output_dir"]) for o in reversed(args.overrides)
                                    if o.startswith("output_dir=")), None)
     if out is None:
         raise ConfigError("--resume without --config needs the run folder: unetzoo train -o RUN_DIR --resume")
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from unetzoo.train import ConfigError, fit, load_config
 
     overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
+    if args.output_dir:  # a path, not YAML: "exp #3" or 2024-06-01 stay the folder typed
+        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
     if args.resume:
         overrides.append("resume=true")
     try:

@@ -191,6 +191,10 @@ def _reader(cfg: DataSection, root: str, split: str | None, in_chans: int):
 
     path = resolve_root(root)
     channels = cfg.channels or in_chans
+    if channels not in (1, 3):
+        raise ConfigError(f"{'data.channels' if cfg.channels else 'model.in_chans'}={channels}: the image readers "
+                          "give 1 (grey) or 3 (RGB) channels, so a training config takes 1 or 3; a model of other "
+                          "inputs needs a training loop of your own (with model.param_groups and unetzoo.losses)")
     if cfg.kind == "voc":
         return VOCSegmentation(path, split or "train", ignore_index=cfg.ignore_index, label_map=cfg.label_map,
                                channels=channels)
@@ -198,7 +202,7 @@ def _reader(cfg: DataSection, root: str, split: str | None, in_chans: int):
         return DRIVEDataset(path, split or "training", ignore_index=cfg.ignore_index, channels=channels)
     return SegmentationFolder(
         path, image_dir=cfg.image_dir, mask_dir=cfg.mask_dir, label_map=cfg.label_map, binary=cfg.binary,
-        ignore_index=cfg.ignore_index, channels=cfg.channels or in_chans,
+        ignore_index=cfg.ignore_index, channels=channels,
     )
 
 

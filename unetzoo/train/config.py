@@ -12,6 +12,7 @@ against the field types. Overrides use dotted keys and YAML values::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -189,6 +190,15 @@ class TrainConfig:
              f"(freeze_epochs={min(max(self.freeze_epochs, 0), max(self.epochs - 1, 0))}) or raise epochs"),
             (self.frozen_stages >= 0, "frozen_stages must be >= 0 (0: the whole encoder trains after freeze_epochs)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.val_batch_size is None or self.val_batch_size >= 1,
+             f"val_batch_size must be >= 1 (null: batch_size), got {self.val_batch_size}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0 (0: load data in the main process), got "
+                                    f"{self.num_workers}"),
+            (self.threads is None or self.threads >= 1,
+             f"threads must be >= 1 (null: torch's default), got {self.threads}"),
+            (self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+             f"grad_clip is the largest gradient norm, > 0 (null: no clipping), got {self.grad_clip}"),
+            (self.model.in_chans >= 1, f"model.in_chans must be >= 1, got {self.model.in_chans}"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (self.plot_every >= 1, "plot_every must be >= 1"),
             (self.optimizer.lr > 0, "optimizer.lr must be > 0"),
@@ -230,6 +240,12 @@ class TrainConfig:
                            f"data.transforms.{key} is a side, [height, width] or null, got {value}"))
         checks.append((len(t.blur_sigma) == 2 and 0 < t.blur_sigma[0] <= t.blur_sigma[1],
                        f"data.transforms.blur_sigma is [min, max] with 0 < min <= max, got {t.blur_sigma}"))
+        checks.append((t.std is None or all(s > 0 for s in t.std),
+                       f"data.transforms.std divides the images: every value must be > 0, got {t.std}"))
+        for key, value in (("output_dir", self.output_dir), ("data.val_root", self.data.val_root)):
+            # an empty value is not "none": data.val_root='' validated on the training images
+            checks.append((value is None or value.strip() != "",
+                           f"{key} is empty; give a folder" + (" or null (none)" if key == "data.val_root" else "")))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -273,8 +289,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise ConfigError(f"cannot read config {path}: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections, got {type(loaded).__name__}")
@@ -298,8 +314,35 @@ def _blame(data: Mapping[str, Any], path: Path | None, overrides: list[str]) -> 
     return f" (from the overrides {given})"
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two fixes for configs: ``1e-5`` is a number (YAML 1.1, which
+    PyYAML follows, wants ``1.0e-5``: ``1e-5`` was a string wherever a section takes any value,
+    such as ``loss.options``), and a key given twice in one mapping is an error (the earlier
+    value vanished without a word)."""
+
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"the key {key!r} is given twice; keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of ``data`` with each ``a.b.c=value`` assignment applied (value parsed as YAML)."""
+    """A copy of ``data`` with each ``a.b.c=value`` assignment applied (value parsed as YAML).
+
+    A mapping given for a section merges into it (``model.options={base_c: 16}`` keeps the other
+    options), as the same keys given one by one would."""
     out = _copy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -307,7 +350,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optimizer.lr=3e-4)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"cannot parse the value of override {item!r}: {err}") from None
         node = out
@@ -319,7 +362,15 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             elif not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = value
+        old = node.get(parts[-1])
+        node[parts[-1]] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def _merged(old: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out = _copy(old)
+    for key, value in new.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
     return out
 
 

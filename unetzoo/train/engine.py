@@ -94,7 +94,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.out = Path(cfg.output_dir)
+        self.out = Path(cfg.output_dir).expanduser()  # as save_pretrained expands it
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"output_dir {self.out} is a file; give a folder for the run")
         self.pre = builders.preprocessing_for(cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.model = self._build_model()

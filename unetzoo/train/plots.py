@@ -94,7 +94,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
 
 def _colour(labels: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
     """RGB colours and an alpha mask for a label map (background transparent)."""
-    rgb = _PALETTE[np.clip(labels, 0, len(_PALETTE) - 1) % len(_PALETTE)]
+    from unetzoo.io import palette
+
+    # bright colours for the first classes, then the VOC colour map's: every class up to 255 its own
+    table = np.concatenate([_PALETTE, palette(256)[len(_PALETTE):].astype(np.float32) / 255.0])
+    rgb = table[np.clip(labels, 0, len(table) - 1)]
     alpha = (labels > 0).astype(np.float32)
     ignored = labels == ignore_index
     rgb[ignored], alpha[ignored] = 0.5, 0.6
