@@ -271,3 +271,75 @@ def test_a_curated_model_compiles_with_inductor():
     x = export_example(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_batch_of_one_example_keeps_the_batch_dynamic(tmp_path):
+    """torch.export specialises a size-1 dimension: the file took batch 1 only."""
+    model = _model("unet-classic")
+    path = export_model(model, tmp_path / "m.onnx", example=torch.randn(1, 3, 64, 64))
+    assert onnx_max_abs_diff(path, model, [torch.randn(3, 3, 48, 80)]) <= 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:PyTorch deprecates TorchScript:FutureWarning")
+def test_a_fixed_size_backbone_exports_with_only_the_batch_dynamic(tmp_path):
+    """A ViT takes its one size: the example is that size (it was enlarged by a few pixels and
+    every format failed) and only the batch stays symbolic."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-vit_tiny_patch16_224", num_classes=2).eval()
+    assert tuple(export_example(model).shape[-2:]) == (224, 224)
+    x = [torch.randn(1, 3, 224, 224), torch.randn(3, 3, 224, 224)]
+    assert onnx_max_abs_diff(export_model(model, tmp_path / "m.onnx"), model, x) <= 1e-4
+    loaded = _jit_load(export_model(model, tmp_path / "m.ts", format="torchscript"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x[1]), model(x[1]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:PyTorch deprecates TorchScript:FutureWarning")
+def test_torchscript_of_a_valid_convolution_network_refuses_the_sizes_eager_refuses(tmp_path):
+    """The trace ran 196 px and returned a 4x4 output where eager mode raises."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-original").eval()
+    loaded = _jit_load(export_model(model, tmp_path / "m.ts", format="torchscript"))
+    x = torch.randn(1, 1, 204, 220)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
+    for h, w in ((196, 204), (204, 190)):
+        with pytest.raises(ValueError):
+            model(torch.randn(1, 1, h, w))
+        with pytest.raises(Exception, match=rf"input {h}x{w} is not valid for this network: sides must be 16 k \+ 12, "
+                                            r"at least 188"):
+            loaded(torch.randn(1, 1, h, w))
+
+
+def test_cli_export_static_takes_the_size_asked_and_says_it(tmp_path, capsys):
+    from unetzoo.cli import main
+
+    out = tmp_path / "s.onnx"
+    assert main(["export", "unet-classic", "-o", "base_c=4", "--format", "onnx", "--static", "--batch", "1",
+                 "--size", "48", "64", "--out", str(out), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert "static input 1x3x48x64" in printed and "max abs diff" in printed
+    import onnx
+
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 48, 64]
+
+
+def test_cli_export_check_of_a_bfloat16_model(tmp_path, capsys):
+    """The check ran a float32 input through the bfloat16 weights (after the export had put them back)."""
+    from unetzoo.cli import main
+
+    unetzoo.create("unet-classic", base_c=4).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert main(["export", str(tmp_path / "bf16"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                 "--check"]) == 0
+    assert "onnxruntime vs PyTorch: max abs diff" in capsys.readouterr().out
+    assert unetzoo.from_pretrained(tmp_path / "bf16").head.weight.dtype == torch.bfloat16
+
+
+def test_onnx_check_leaves_the_models_modes_as_they_were(tmp_path):
+    model = _model("unet-classic").train()
+    norm = model.get_submodule("encoder.0.block.conv1.1")
+    norm.eval()  # a norm frozen by hand
+    path = export_model(model, tmp_path / "m.onnx")
+    onnx_max_abs_diff(path, model, [torch.randn(1, 3, 32, 32)])
+    assert model.training and not norm.training

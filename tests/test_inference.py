@@ -280,6 +280,13 @@ def test_tiles_go_through_in_batches_and_the_mode_is_restored(padded_net):
     assert padded_net.training
     padded_net.eval()
     rows, cols = plan_tiles(padded_net, 70, 90, tile=32, overlap=8)
+    # each submodule's own mode comes back, not the model's: a norm frozen by hand stays in eval
+    padded_net.train()
+    norm = padded_net.get_submodule("encoder.0.block.conv1.1")
+    norm.eval()
+    unetzoo.predict(padded_net, np.zeros((20, 20, 3), np.float32))
+    assert padded_net.training and not norm.training
+    padded_net.eval()
     n = len(rows) * len(cols)
     assert sum(s[0] for s in calls) == n and max(s[0] for s in calls) == 4
     assert all(tuple(s[-2:]) == (32, 32) for s in calls)
@@ -305,3 +312,22 @@ def test_bfloat16_autocast_and_progress_bar(padded_net, capsys):
     assert fast.dtype == torch.float32
     assert (fast - ref).abs().max() < 0.05
     assert "tile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [(10, 10), (16, 40), (100, 16)])
+def test_images_below_a_networks_smallest_input_get_a_window_it_runs(size):
+    """unet-strided needs sides above 16: a 10x10 image got a 16 px window and an error naming a
+    size never passed. The window is zero-padded to the smallest the network runs (32 here) and
+    the output is the image's size, as the network gives on the zero-padded image."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-strided", num_classes=1).eval()
+    image = torch.rand(3, *size)
+    out = unetzoo.predict(model, image, output="logits")
+    assert out.shape == (1, *size)
+    h, w = (max(32, -(-n // 16) * 16) for n in size)
+    with torch.no_grad():
+        whole = model(torch.nn.functional.pad(image, (0, w - size[1], 0, h - size[0]))[None])[0]
+    torch.testing.assert_close(out, whole[:, : size[0], : size[1]], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"tile 16 is smaller than the smallest input the network runs \(17 px\); "
+                                         r"use a tile of at least 32"):
+        unetzoo.predict(model, image, tile=16)

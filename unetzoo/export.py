@@ -39,6 +39,7 @@ __all__ = [
     "export_torchscript",
     "save_onnx",
     "export_example",
+    "fixed_size",
     "onnx_max_abs_diff",
 ]
 
@@ -82,34 +83,49 @@ def load_model(
     return unetzoo.create(str(ref), checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans, **options).eval()
 
 
+def fixed_size(model: nn.Module) -> tuple[int, int] | None:
+    """The one input size of a model whose backbone takes only that (ViT, DeiT, ...), else None."""
+    return getattr(getattr(model, "encoder", None), "fixed_input_size", None)
+
+
 def export_example(model: nn.Module, *, batch: int = 2) -> torch.Tensor:
     """An example input for tracing: batch 2 (so the batch dimension stays symbolic) and, for
-    same-size networks, a size that is *not* a multiple of the stride (so padding is traced)."""
+    same-size networks, a size that is *not* a multiple of the stride (so padding is traced).
+    A float32 input, found with the model in float32 (bfloat16 weights are cast back after)."""
     from unetzoo.fast import example_input
 
-    x = example_input(model, batch=batch)
-    if not getattr(model, "border", 0):  # same-size network: any size is accepted
+    with _exporting(model, torch.float32):
+        x = example_input(model, batch=batch)
+    if not getattr(model, "border", 0) and fixed_size(model) is None:  # same-size network: any size
         h, w = x.shape[-2:]
         x = torch.randn(batch, x.shape[1], h + 3, w + 5, dtype=x.dtype, device=x.device)
     return x
 
 
-def _size_dim(model: nn.Module, x: torch.Tensor, name: str):
-    """``Dim.AUTO`` for same-size networks; for valid-convolution networks (``border > 0``), whose
-    inputs lie on a grid of their ``output_stride`` (unet-original: 16 k + 124), ``stride * k + offset``
-    with the smallest ``k`` the model's own ``check_input`` accepts."""
+def _valid_grid(model: nn.Module, side: int, in_chans: int) -> tuple[int, int, int] | None:
+    """``(stride, offset, smallest)`` of a valid-convolution network (``border > 0``), whose
+    inputs lie on a grid of its ``output_stride`` (unet-original: 16 k + 124, from 188), found from
+    an accepted ``side`` and the model's own ``check_input``; ``None`` for same-size networks."""
     stride = getattr(model, "output_stride", None)
     if not getattr(model, "border", 0) or not stride:
-        return torch.export.Dim.AUTO
-    side = x.shape[-2] if name == "height" else x.shape[-1]
-    offset, smallest = side % stride, side
+        return None
+    smallest = side
     while smallest - stride > 0:
-        probe = torch.zeros(1, x.shape[1], smallest - stride, smallest - stride)
         try:
-            model.check_input(probe)
+            model.check_input(torch.zeros(1, in_chans, smallest - stride, smallest - stride))
         except ValueError:
             break
         smallest -= stride
+    return stride, side % stride, smallest
+
+
+def _size_dim(model: nn.Module, x: torch.Tensor, name: str):
+    """``Dim.AUTO`` for same-size networks; for valid-convolution networks ``stride * k + offset``
+    with the smallest ``k`` the model accepts (:func:`_valid_grid`)."""
+    grid = _valid_grid(model, x.shape[-2] if name == "height" else x.shape[-1], x.shape[1])
+    if grid is None:
+        return torch.export.Dim.AUTO
+    stride, offset, smallest = grid
     return stride * torch.export.Dim(f"{name}_steps", min=smallest // stride, max=4096) + offset
 
 
@@ -181,14 +197,23 @@ def export_program(
     """``torch.export.export`` with batch, height and width symbolic (``Dim.AUTO``: dimensions
     the network constrains, e.g. unet-original's sizes, are kept as exported guards)."""
     with _exporting(model):
-        x = export_example(model) if example is None else example
+        x = _batch_example(model, example, dynamic)
         model = static_same_padding(model, x)
         shapes = None
         if dynamic:
             auto = torch.export.Dim.AUTO
-            shapes = ({0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
+            shapes = ({0: auto} if fixed_size(model) is not None  # its one size: only the batch varies
+                      else {0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
         with torch.no_grad():
             return torch.export.export(model, (x,), dynamic_shapes=shapes, strict=strict)
+
+
+def _batch_example(model: nn.Module, example: torch.Tensor | None, dynamic: bool) -> torch.Tensor:
+    """The tracing input: ``example``, or :func:`export_example`. A batch of one is doubled when
+    the batch is to stay symbolic: torch.export specialises a size-1 dimension to 1, and the file
+    then refused every other batch."""
+    x = export_example(model) if example is None else example
+    return torch.cat([x, x]) if dynamic and x.shape[0] == 1 else x
 
 
 @contextlib.contextmanager
@@ -223,6 +248,23 @@ class _PadToStride(nn.Module):
         return out[:, :, :h, :w]
 
 
+class _ValidSizes(nn.Module):
+    """TorchScript glue for valid-convolution networks: refuse the sizes eager mode refuses (the
+    trace itself would run them and return a wrong-sized, meaningless output)."""
+
+    def __init__(self, core: torch.jit.ScriptModule, grid: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.core = core
+        self.stride, self.offset, self.smallest = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for side in (x.shape[2], x.shape[3]):
+            if side < self.smallest or side % self.stride != self.offset:
+                raise ValueError("input {}x{} is not valid for this network: sides must be {} k + {}, at least {}".format(
+                    x.shape[2], x.shape[3], self.stride, self.offset, self.smallest))
+        return self.core(x)
+
+
 TORCHSCRIPT_DEPRECATED = (
     "PyTorch deprecates TorchScript (torch.jit.trace / script / load): the file works with this "
     "torch, but for new deployments export format='exported-program' (torch.export.load) or "
@@ -249,7 +291,10 @@ def export_torchscript(model: nn.Module, example: torch.Tensor | None = None) ->
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # python-int shapes: harmless here
             warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)  # said above
             core = torch.jit.trace(model, x, check_trace=False)
-            return torch.jit.script(_PadToStride(core, m)) if m else core
+            if m:
+                return torch.jit.script(_PadToStride(core, m))
+            grid = _valid_grid(model, x.shape[-2], x.shape[1])
+            return torch.jit.script(_ValidSizes(core, grid)) if grid is not None else core
 
 
 @contextlib.contextmanager
@@ -336,10 +381,9 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, inputs: list[to
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    model = model.eval()
     for x in inputs:
-        with torch.no_grad():
-            ref = model(x).float().numpy()
+        with _exporting(model, torch.float32), torch.no_grad():  # modes and dtype back as they were after
+            ref = model(x.float()).float().numpy()
         out = session.run(None, {INPUT_NAME: x.float().numpy()})[0]
         if out.shape != ref.shape:
             raise AssertionError(f"onnxruntime output {out.shape} != PyTorch output {ref.shape} for input {tuple(x.shape)}")

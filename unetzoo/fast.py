@@ -255,7 +255,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, che
     Example:
         >>> model = unetzoo.create("unet-resnet18", decoder_norm="bn")
         >>> fold_batchnorm(model)
-        24
+        30
     """
     return _fold_batchnorm(model, example, check=check, reference=reference)[0]
 

@@ -95,6 +95,7 @@ class StridedUNet(UnetZooModel):
 
     pad_multiple = 16
     output_stride = 16  # four stride-2 convs; unetzoo.predict aligns its tiles to this grid
+    min_input_size = 17  # check_input's limit: unetzoo.predict makes its windows at least this big
 
     def __init__(
         self,

@@ -125,9 +125,9 @@ def predict(
     forward = _Forward(model, run_device, dtype, tta, activation)
     from tqdm.auto import tqdm
 
-    was_training = model.training
-    model.eval()
-    try:
+    from unetzoo._modes import evaluating
+
+    with evaluating(model):  # each submodule's own mode back afterwards (a hand-frozen norm stays so)
         with torch.inference_mode(), tqdm(
             total=sum(len(py) * len(px) for py, px in plans), unit="tile", desc="predict", disable=not progress
         ) as bar:
@@ -135,8 +135,6 @@ def predict(
                 _predict_one(forward, s, py, px, batch_size, output == "labels", bar.update)
                 for s, (py, px) in zip(sources, plans)
             ]
-    finally:
-        model.train(was_training)
     return _finish(results, layout)
 
 
@@ -170,9 +168,9 @@ def plan_tiles(
     th, tw = th or DEFAULT_TILE, tw or DEFAULT_TILE
     # the default overlap, a quarter of the tile, as far as the alignment grid lets windows overlap
     oh, ow = (min(th // 4, th - align), min(tw // 4, tw - align)) if overlap is None else (overlap, overlap)
-    exact = fixed is not None
-    return (plan_padded_axis(height, th, oh, multiple, align, fixed=exact),
-            plan_padded_axis(width, tw, ow, multiple, align, fixed=exact))
+    exact, smallest = fixed is not None, int(getattr(model, "min_input_size", 1) or 1)
+    return (plan_padded_axis(height, th, oh, multiple, align, fixed=exact, smallest=smallest),
+            plan_padded_axis(width, tw, ow, multiple, align, fixed=exact, smallest=smallest))
 
 
 def _check_valid_tile(model: nn.Module, tile: int, border: int, align: int) -> None:

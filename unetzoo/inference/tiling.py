@@ -113,7 +113,7 @@ def plan_valid_axis(length: int, tile: int, border: int, align: int) -> AxisPlan
 
 
 def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, align: int | None = None,
-                     *, fixed: bool = False) -> AxisPlan:
+                     *, fixed: bool = False, smallest: int = 1) -> AxisPlan:
     """Blended plan for a padded-convolution network (output size = input size).
 
     The image is virtually extended with zeros to a multiple of ``multiple`` (as the network
@@ -131,6 +131,8 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
         align: the network's total down-sampling factor; default ``multiple``.
         fixed: every window is exactly ``tile`` long, zero-padded past a shorter image (backbones
             built for one input size, such as ViT and Swin).
+        smallest: the shortest input the network runs (``model.min_input_size``): a shorter
+            image gets a zero-padded window of at least this length, on the ``multiple`` grid.
     """
     align = align or multiple
     if tile % multiple:
@@ -142,6 +144,10 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
     if tile < align:  # windows would step further than they reach: gaps between tiles
         raise ValueError(f"tile {tile} is smaller than the network's down-sampling factor {align}; "
                          f"use a tile of at least {align}")
+    least = math.ceil(smallest / multiple) * multiple
+    if tile < least:
+        raise ValueError(f"tile {tile} is smaller than the smallest input the network runs ({smallest} px); use a "
+                         f"tile of at least {least}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be between 0 and tile - 1 = {tile - 1}, got {overlap}")
     if overlap > tile - align:  # windows start on the align grid: they cannot overlap by more
@@ -149,7 +155,7 @@ def plan_padded_axis(length: int, tile: int, overlap: int, multiple: int = 1, al
                          f"use an overlap of at most {tile - align}, or a larger tile")
     extended = math.ceil(length / multiple) * multiple
     # images smaller than one pooling cell (or than the one size a fixed-size backbone takes) are zero-padded
-    window = tile if fixed else min(tile, max(extended, align))
+    window = tile if fixed else min(tile, max(extended, align, least))
     step = max(align, (window - overlap) // align * align)
     n = 1 if extended <= window else math.ceil((extended - window) / step) + 1
     starts = tuple(max(0, min(i * step, extended - window)) for i in range(n))

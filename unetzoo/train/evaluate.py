@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from unetzoo._modes import evaluating
+
 if TYPE_CHECKING:
     import os
 
@@ -179,10 +181,8 @@ def evaluate(
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     loss_sum, scored, samples = 0.0, 0, []
     image_iou_sum, images_counted = 0.0, 0
-    was_training = model.training
-    model.eval()
     dtype = getattr(autocast, "fast_dtype", None)
-    try:
+    with evaluating(model):  # each submodule's own mode back afterwards (a hand-frozen norm stays so)
         for images, masks, *extents in tqdm(loader, desc="eval", leave=False, disable=not progress):
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             if channels_last:
@@ -200,8 +200,6 @@ def evaluate(
             image_iou_sum, images_counted = image_iou_sum + sum(per_image), images_counted + len(per_image)
             for i in range(min(keep - len(samples), images.shape[0])):
                 samples.append((images[i].float().cpu(), masks[i].cpu(), preds[i].cpu()))
-    finally:
-        model.train(was_training)
     metrics = cm.all_reduce().compute()
     image_iou_sum, images_counted = all_reduce_sum([image_iou_sum, images_counted], device)
     metrics["image_fg_iou"] = image_iou_sum / images_counted if images_counted else math.nan
