@@ -66,6 +66,17 @@ def test_unknown_name_suggests_close_matches():
     assert len(close) == len(set(close)) == 5 and "unet-resnet50" in close
 
 
+@pytest.mark.parametrize("typed,meant", [("unet-efficientnet-lite0", "unet-efficientnet_lite0"),
+                                          ("unet-convnext-tiny", "unet-convnext_tiny"), ("resnet50", "unet-resnet50"),
+                                          ("unet_resnet50", "unet-resnet50")])
+def test_a_malformed_name_suggests_the_model_it_most_likely_means(typed, meant):
+    with pytest.raises(UnknownModelError, match=f"invalid model name '{typed}': .*Did you mean '{meant}'\\?"):
+        get_spec(typed)
+    with pytest.raises(UnknownModelError) as err:
+        get_spec("not a name")
+    assert "Did you mean" not in str(err.value)
+
+
 def test_registering_twice_raises():
     spec = get_spec("unet-vgg16")
     with pytest.raises(ValueError, match="already registered"):
@@ -110,6 +121,13 @@ def test_list_models_pretrained_tags():
     assert "unet-resnet50.tv_in1k" in tagged and "unet-resnet50.a1_in1k" in tagged
     assert "unet-classic" not in unetzoo.list_models(pretrained=True, curated_only=True)
     assert "unet-classic" in unetzoo.list_models(pretrained=False, curated_only=True)
+    # with timm: a curated model lists timm's other tags for its encoder too, which create() loads
+    listed = unetzoo.list_models("unet-resnet18.*", pretrained=True)
+    assert {"unet-resnet18.tv_in1k", "unet-resnet18.a2_in1k", "unet-resnet18.gluon_in1k"} <= set(listed)
+    from unetzoo.weights.loader import resolve_weights
+
+    assert all(resolve_weights(get_spec(n), n.split(".", 1)[1]).location.endswith(n.split(".", 1)[1])
+               for n in listed)
 
 
 def test_timm_backbones_are_reachable_without_registration():

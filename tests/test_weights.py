@@ -274,6 +274,46 @@ def test_pretrained_folder_of_a_saved_model_loads_its_encoder(tmp_path, no_netwo
         assert torch.equal(model.encoder.state_dict()[key], value), key
 
 
+def test_a_saved_folder_adapts_its_stem_to_other_input_channels(tmp_path, no_network):
+    """As weights files are adapted (the RGB kernels summed for one channel); it was refused."""
+    torch.manual_seed(4)
+    donor = unetzoo.create("unet-resnet18", decoder_channels=(16, 16, 8, 8))
+    donor.save_pretrained(tmp_path / "donor")
+    grey = unetzoo.create("unet-resnet18", pretrained=tmp_path / "donor", in_chans=1, decoder_channels=(16, 16, 8, 8))
+    own, given = grey.encoder.state_dict(), donor.encoder.state_dict()
+    stem = [k for k in own if own[k].shape != given[k].shape]
+    assert len(stem) == 1 and own[stem[0]].shape[1] == 1
+    torch.testing.assert_close(own[stem[0]], given[stem[0]].sum(dim=1, keepdim=True))
+    assert all(torch.equal(own[k], given[k]) for k in own if k not in stem)
+
+
+def test_a_saved_folder_brings_its_recorded_normalisation(tmp_path, no_network):
+    """A converted model's image / 255 (mean 0, std 1) is what its encoder was trained on: the
+    fine-tune built on it normalises the same way (it got ImageNet's statistics)."""
+    donor = unetzoo.create("unet-resnet18", decoder_channels=(16, 16, 8, 8))
+    donor.preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    donor.save_pretrained(tmp_path / "donor")
+    assert transforms_for(unetzoo.from_pretrained(tmp_path / "donor")).mean == (0.0, 0.0, 0.0)
+    model = unetzoo.create("unet-resnet18", pretrained=tmp_path / "donor", num_classes=3)
+    assert model.weights_spec.mean == (0.0, 0.0, 0.0) and model.weights_spec.std == (1.0, 1.0, 1.0)
+    assert transforms_for(model).mean == (0.0, 0.0, 0.0)
+
+
+def test_timms_vgg16_weights_load_into_the_torchvision_vgg16(tmp_path, no_network):
+    """timm's vgg16 (vgg16.tv_in1k: torchvision's weights, the classifier renamed) was refused as
+    'another backbone'."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in timm.create_model("vgg16").state_dict().items()}
+    save_file(state, tmp_path / "vgg16.tv_in1k.safetensors")
+    model = unetzoo.create("unet-vgg16", pretrained=tmp_path / "vgg16.tv_in1k.safetensors")
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    loaded = {k.split("features.", 1)[1]: v for k, v in model.encoder.state_dict().items()}
+    assert loaded.keys() <= features.keys() and all(torch.equal(v, features[k]) for k, v in loaded.items())
+
+
 def test_missing_local_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here.pth"):
         unetzoo.create("unet-mobilenetv3_small_050", pretrained=str(tmp_path / "nothing-here.pth"))
@@ -418,6 +458,10 @@ def test_transforms_for_names():
     assert transforms_for("unet-resnet50").mean == IMAGENET_MEAN
     assert transforms_for("unet-convnext_tiny").std == IMAGENET_STD
     assert transforms_for("unet-original").num_channels == 1  # its reference in_chans
+    # any timm backbone: the statistics of the weights pretrained=True loads (timm's default tag)
+    vit = transforms_for("unet-vit_tiny_patch16_224")
+    assert (vit.mean, vit.std) == ((0.5,) * 3, (0.5,) * 3)
+    assert timm_weights_spec("vit_tiny_patch16_224", None).mean == (0.5,) * 3
 
 
 def test_preprocessing_matches_an_independent_computation():

@@ -208,12 +208,29 @@ def parse_name(name: str) -> tuple[str, str | None]:
     if match is None:
         if _NAME_RE.match(name.strip().lower()):
             raise UnknownModelError(f"invalid model name {name!r}: names are lower case; use {name.strip().lower()!r}")
+        guess = _respelled(name)
         raise UnknownModelError(
             f"invalid model name {name!r}: expected '<arch>-<encoder>[.<weights tag>]' in lower case, "
-            "e.g. 'unet-resnet50' or 'unet-resnet50.tv_in1k'"
+            "e.g. 'unet-resnet50' or 'unet-resnet50.tv_in1k'" + (f". Did you mean {guess!r}?" if guess else "")
         )
     base = f"{match['arch']}-{match['encoder']}"
     return base, match["tag"]
+
+
+def _respelled(name: str) -> str | None:
+    """A known model that a malformed name most likely means: 'unet-' added (resnet50), 'unet_'
+    made 'unet-', hyphens in the encoder made underscores (unet-convnext-tiny), lower case."""
+    text = name.strip().lower()
+    text = "unet-" + text[5:] if text.startswith("unet_") else text if "-" in text else f"unet-{text}"
+    arch, _, rest = text.partition("-")
+    guess = f"{arch}-{rest.replace('-', '_')}"
+    if _NAME_RE.match(guess) is None:
+        return None
+    try:
+        get_spec(guess)
+    except (UnknownModelError, ImportError):
+        return None
+    return guess
 
 
 @functools.lru_cache(maxsize=1)
@@ -274,7 +291,8 @@ def list_models(
     Args:
         include: fnmatch pattern(s) a name must match (``"unet-res*"``).
         exclude: fnmatch pattern(s) that remove names.
-        pretrained: ``True`` lists ``name.tag`` for every known set of weights; ``False``
+        pretrained: ``True`` lists ``name.tag`` for every known set of weights (a curated model's
+            own tags, then timm's other tags for its encoder, which it also loads); ``False``
             lists names without any; ``None`` lists every name without tags.
         curated_only: skip the generated ``unet-<timm backbone>`` names (no timm import).
 
@@ -283,10 +301,18 @@ def list_models(
         ['unet-vgg16', 'unet-vgg11', ...]
     """
     registry = _registry()
+    timm_tags: dict[str, list[str]] = {}  # curated encoders take timm's other tags too (resolve_weights)
+    if pretrained and not curated_only:
+        import timm
+
+        for full in timm.list_models(pretrained=True):
+            arch, _, tag = full.partition(".")
+            timm_tags.setdefault(arch, []).append(tag)
     curated: list[str] = []
     for spec in sorted(registry.values(), key=lambda s: s.name):
         if pretrained:
-            curated.extend(f"{spec.name}.{t}" for t in spec.tags)
+            extra = timm_tags.get(spec.encoder.name, []) if spec.encoder is not None else []
+            curated.extend(f"{spec.name}.{t}" for t in dict.fromkeys([*spec.tags, *extra]))
         elif pretrained is False and spec.weights:
             continue
         else:

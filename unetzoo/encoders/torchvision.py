@@ -50,7 +50,7 @@ class VGGEncoder(Encoder):
         self.reductions = tuple(first * 2**i for i in range(len(self._bounds)))
 
     def native_keys(self) -> frozenset[str] | None:
-        return backbone_keys("torchvision", self.name)
+        return _native_keys(self.name)
 
     @staticmethod
     def _last_conv(block: nn.Sequential) -> nn.Conv2d:
@@ -65,6 +65,13 @@ class VGGEncoder(Encoder):
             x = stage(x)
             out.append(x)
         return out
+
+
+def _native_keys(name: str) -> frozenset[str] | None:
+    """The keys of torchvision's model ``name`` and of timm's port of it (timm/vgg16.tv_in1k: the
+    same features, its classifier under other names): weights in either layout are this backbone's."""
+    keys = [k for k in (backbone_keys("torchvision", name), backbone_keys("timm", name)) if k is not None]
+    return frozenset().union(*keys) if keys else None
 
 
 _VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
@@ -117,7 +124,7 @@ class ResNetEncoder(Encoder):
         self.reductions = (2, 4, 8, 16, 32)
 
     def native_keys(self) -> frozenset[str] | None:
-        return backbone_keys("torchvision", self.name)
+        return _native_keys(self.name)
 
     @staticmethod
     def _out_channels(layer: nn.Sequential) -> int:

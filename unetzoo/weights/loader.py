@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import re
@@ -125,7 +126,14 @@ def _to_native(state_dict: dict[str, torch.Tensor], key_format: str | None) -> d
 
 def _load_model_encoder(encoder: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Load the ``encoder.*`` part of a whole unetzoo model's state dict, strictly."""
+    from unetzoo.encoders.base import adapt_input_conv
+
     sub = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
+    first = getattr(encoder, "first_conv", None) or ()
+    stem = {f"{name}.weight": None for name in ((first,) if isinstance(first, str) else first) if name}
+    for key in encoder.native_to_local(stem)[0] if stem else ():  # the stem, as it is named here
+        if key in sub and sub[key].ndim == 4:  # saved for other input channels: adapted as weights files are
+            sub[key] = adapt_input_conv(sub[key], encoder.in_chans)
     own = encoder.state_dict()
     bad = sorted(set(own) ^ set(sub)) + [k for k in sub if k in own and sub[k].shape != own[k].shape]
     if bad:
@@ -216,6 +224,21 @@ def _file_weights_spec(spec: ModelSpec, tag: str | None, path: Path) -> WeightsS
                                sha256=None, **extra)
 
 
+def _saved_preprocessing(weights: WeightsSpec, path: Path) -> WeightsSpec:
+    """``weights`` with the normalisation a save_pretrained folder records beside ``path`` (a
+    converted model's ``image / 255``, say): its encoder was trained on those inputs, not on the
+    default tag's guess."""
+    config = path.parent / "config.json"
+    if path.name not in _DIR_FILES or not config.is_file():
+        return weights
+    try:
+        recorded = json.loads(config.read_text(encoding="utf-8")).get("preprocessing") or {}
+        mean, std = tuple(float(v) for v in recorded["mean"]), tuple(float(v) for v in recorded["std"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return weights  # not a unetzoo folder (or no preprocessing recorded): the guess stands
+    return dataclasses.replace(weights, mean=mean, std=std)
+
+
 def load_pretrained(
     model: torch.nn.Module, spec: ModelSpec, pretrained: bool | str | os.PathLike, tag: str | None
 ) -> WeightsSpec:
@@ -238,7 +261,7 @@ def load_pretrained(
     path, tag = _split_argument(pretrained, tag)
     if path is not None:
         path = _local_file(path, spec, tag)
-        weights = _file_weights_spec(spec, tag, path)
+        weights = _saved_preprocessing(_file_weights_spec(spec, tag, path), path)
     else:
         try:
             weights = resolve_weights(spec, tag)

@@ -122,7 +122,17 @@ def _for_name(name: str) -> Preprocessing:
     _, tag = parse_name(name)
     in_chans = int(spec.defaults.get("in_chans", 3))
     if tag is None and spec.default_tag is None:
-        return Preprocessing().for_channels(in_chans)
+        if spec.encoder is None or spec.encoder.source != "timm":
+            return Preprocessing().for_channels(in_chans)
+        # any timm backbone: the statistics of the weights pretrained=True loads (timm's default
+        # tag: 0.5/0.5 for many ViTs), ImageNet's where timm has none
+        from unetzoo.weights.loader import resolve_weights
+
+        try:
+            weights = resolve_weights(spec, None)
+        except ValueError:
+            return Preprocessing().for_channels(in_chans)
+        return Preprocessing.from_weights(weights).for_channels(in_chans)
     if tag is None or tag in spec.tags:
         weights = spec.weights_for(tag)
     else:
