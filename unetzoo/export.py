@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetzoo._modes import evaluating, param_dtype
+from unetzoo._modes import evaluating, fixed_input_size, param_dtype
 
 __all__ = [
     "FORMATS",
@@ -39,7 +39,6 @@ __all__ = [
     "export_torchscript",
     "save_onnx",
     "export_example",
-    "fixed_size",
     "onnx_max_abs_diff",
 ]
 
@@ -83,11 +82,6 @@ def load_model(
     return unetzoo.create(str(ref), checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans, **options).eval()
 
 
-def fixed_size(model: nn.Module) -> tuple[int, int] | None:
-    """The one input size of a model whose backbone takes only that (ViT, DeiT, ...), else None."""
-    return getattr(getattr(model, "encoder", None), "fixed_input_size", None)
-
-
 def export_example(model: nn.Module, *, batch: int = 2) -> torch.Tensor:
     """An example input for tracing: batch 2 (so the batch dimension stays symbolic) and, for
     same-size networks, a size that is *not* a multiple of the stride (so padding is traced).
@@ -96,7 +90,7 @@ def export_example(model: nn.Module, *, batch: int = 2) -> torch.Tensor:
 
     with _exporting(model, torch.float32):
         x = example_input(model, batch=batch)
-    if not getattr(model, "border", 0) and fixed_size(model) is None:  # same-size network: any size
+    if not getattr(model, "border", 0) and fixed_input_size(model) is None:  # same-size network: any size
         h, w = x.shape[-2:]
         x = torch.randn(batch, x.shape[1], h + 3, w + 5, dtype=x.dtype, device=x.device)
     return x
@@ -202,7 +196,7 @@ def export_program(
         shapes = None
         if dynamic:
             auto = torch.export.Dim.AUTO
-            shapes = ({0: auto} if fixed_size(model) is not None  # its one size: only the batch varies
+            shapes = ({0: auto} if fixed_input_size(model) is not None  # its one size: only the batch varies
                       else {0: auto, 2: _size_dim(model, x, "height"), 3: _size_dim(model, x, "width")},)
         with torch.no_grad():
             return torch.export.export(model, (x,), dynamic_shapes=shapes, strict=strict)

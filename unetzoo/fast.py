@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from unetzoo._modes import param_dtype
+from unetzoo._modes import fixed_input_size, param_dtype
 
 __all__ = [
     "optimize_for_inference",
@@ -89,7 +89,7 @@ def example_input(model: nn.Module, *, batch: int = 1, device: torch.device | st
     in_chans = getattr(model, "in_chans", 3)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    fixed = getattr(getattr(model, "encoder", None), "fixed_input_size", None)
+    fixed = fixed_input_size(model)
     if fixed is not None:  # ViT, Swin, ...: timm backbones built for one input size
         return torch.randn(batch, in_chans, *fixed, device=device)
     border = getattr(model, "border", 0) or 0

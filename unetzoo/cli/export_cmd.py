@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from unetzoo._modes import fixed_input_size
     from unetzoo.export import (
         TORCHSCRIPT_DEPRECATED,
         export_example,
         export_model,
-        fixed_size,
         load_model,
         onnx_max_abs_diff,
     )
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "torchscript":
             print(f"note: {TORCHSCRIPT_DEPRECATED}", file=sys.stderr)
         if args.check and args.format == "onnx":
-            grow = (0, 0) if fixed_size(model) else (16, 32)  # a backbone of one input size keeps it
+            grow = (0, 0) if fixed_input_size(model) else (16, 32)  # a backbone of one input size keeps it
             inputs = [x] if args.static else [
                 x[:1], torch.randn(3, x.shape[1], x.shape[2] + grow[0], x.shape[3] + grow[1])]
             print(f"onnxruntime vs PyTorch: max abs diff {onnx_max_abs_diff(path, model, inputs):.2e}")

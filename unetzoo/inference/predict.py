@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unetzoo._modes import param_dtype
+from unetzoo._modes import evaluating, fixed_input_size, param_dtype
 from unetzoo.inference.source import ImageSource, as_sources
 from unetzoo.inference.stitch import LabelBand, ScoreCanvas
 from unetzoo.inference.tiling import AxisPlan, plan_padded_axis, plan_valid_axis
@@ -125,8 +125,6 @@ def predict(
     forward = _Forward(model, run_device, dtype, tta, activation)
     from tqdm.auto import tqdm
 
-    from unetzoo._modes import evaluating
-
     with evaluating(model):  # each submodule's own mode back afterwards (a hand-frozen norm stays so)
         with torch.inference_mode(), tqdm(
             total=sum(len(py) * len(px) for py, px in plans), unit="tile", desc="predict", disable=not progress
@@ -159,7 +157,7 @@ def plan_tiles(
         return plan_valid_axis(height, th, border, align), plan_valid_axis(width, tw, border, align)
     multiple = int(getattr(model, "pad_multiple", None) or 1)
     align = int(getattr(model, "output_stride", None) or multiple)
-    fixed = getattr(getattr(model, "encoder", None), "fixed_input_size", None)  # ViT, Swin: one input size
+    fixed = fixed_input_size(model)  # ViT, Swin: one input size
     if fixed is not None:
         if (th, tw) not in ((None, None), tuple(fixed)):
             raise ValueError(f"this model's backbone only accepts {fixed[0]}x{fixed[1]} inputs, so its tiles must be "

@@ -121,24 +121,21 @@ def _for_name(name: str) -> Preprocessing:
     spec = get_spec(name)
     _, tag = parse_name(name)
     in_chans = int(spec.defaults.get("in_chans", 3))
-    if tag is None and spec.default_tag is None:
-        if spec.encoder is None or spec.encoder.source != "timm":
-            return Preprocessing().for_channels(in_chans)
-        # any timm backbone: the statistics of the weights pretrained=True loads (timm's default
-        # tag: 0.5/0.5 for many ViTs), ImageNet's where timm has none
-        from unetzoo.weights.loader import resolve_weights
+    default = Preprocessing().for_channels(in_chans)
+    timm_backbone = spec.encoder is not None and spec.encoder.source == "timm"
+    if tag is None and spec.default_tag is None and not timm_backbone:
+        return default
+    if (tag is None and spec.default_tag is not None) or tag in spec.tags:
+        weights = spec.weights_for(tag)
+    else:  # timm's tag, or for any timm backbone the weights pretrained=True loads (timm's default
+        from unetzoo.weights.loader import resolve_weights  # tag: 0.5/0.5 for many ViTs)
 
         try:
-            weights = resolve_weights(spec, None)
+            weights = resolve_weights(spec, tag)
         except ValueError:
-            return Preprocessing().for_channels(in_chans)
-        return Preprocessing.from_weights(weights).for_channels(in_chans)
-    if tag is None or tag in spec.tags:
-        weights = spec.weights_for(tag)
-    else:
-        from unetzoo.weights.loader import resolve_weights
-
-        weights = resolve_weights(spec, tag)
+            if tag is not None:
+                raise
+            return default  # a timm backbone without pretrained weights
     return Preprocessing.from_weights(weights).for_channels(in_chans)
 
 
