@@ -119,8 +119,25 @@ def test_stagewise_freezing(name):
     own = {id(m) for m in model.modules()}
     assert all(not m.training for s in stages[:2] for m in s.modules() if id(m) in own)
     assert all(m.training for s in stages[2:] for m in s.modules() if id(m) in own)
+    # every norm whose weights are frozen is itself in eval mode, timm's BatchNormAct2d (a norm
+    # that holds its activation) included: its running statistics must not move
+    norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+    frozen_norms = [m for m in norms if m.weight is not None and id(m.weight) in frozen]
+    assert all(not m.training for m in frozen_norms)
+    assert all(m.training for m in norms if m.weight is not None and id(m.weight) not in frozen)
     with pytest.raises(ValueError, match="between 0 and"):
         model.freeze_encoder(stages=len(stages) + 1)
+
+
+def test_stagewise_freezing_keeps_running_statistics():
+    model = _small("unet-efficientnet_lite0").freeze_encoder(stages=2).train()
+    frozen = {id(p) for s in model.encoder_stages()[:2] for p in s.parameters()}
+    norms = [m for m in model.encoder.modules()
+             if isinstance(m, torch.nn.BatchNorm2d) and id(m.weight) in frozen]
+    assert norms
+    before = [m.running_mean.clone() for m in norms]
+    model(torch.randn(2, 3, 64, 64))
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
 
 
 @pytest.mark.parametrize("name,size", [

@@ -200,19 +200,19 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
 
     One forward pass of a zero image (no random numbers drawn; norms in eval mode, so their
     running statistics do not move; on the meta device when the weights are there) records
-    each leaf module's output. Walking the autograd graph back from each feature finds the
+    the output of each module a stage holds whole (:func:`_units`). Walking the autograd graph back from each feature finds the
     outputs and parameters it depends on. The input and every parameter require grad during
     the pass, so the graph reaches every module, frozen or not. Modules no feature needs are in
     no stage.
 
-    Returns, per stage, ``(name, None)`` for a whole leaf module of ``encoder.model`` and
+    Returns, per stage, ``(name, None)`` for a whole module of ``encoder.model`` and
     ``(name, parameter)`` for a parameter a container holds itself (a position embedding),
     each in the stage of the first feature that needs it.
     Names rather than modules, so that the answer survives ``to_empty`` and
     ``load_state_dict(assign=True)``, which replace parameters.
     """
     named = list(encoder.model.named_modules())
-    leaves = {name for name, m in named if not any(True for _ in m.children())}
+    units = _units(named)
     outputs: dict[str, list] = {}
 
     def recorder(name):
@@ -224,7 +224,7 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
 
     device = next(encoder.parameters()).device
     grads = {p: p.requires_grad for p in encoder.parameters()}
-    handles = [m.register_forward_hook(recorder(name)) for name, m in named if name in leaves]
+    handles = [m.register_forward_hook(recorder(name)) for name, m in named if name in units]
     try:
         encoder.requires_grad_(True)  # frozen weights too: their AccumulateGrad nodes name them
         with evaluating(encoder), torch.inference_mode(False), torch.enable_grad():
@@ -250,7 +250,7 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
             stack.extend(n for n, _ in node.next_functions)
     stages: list[list[tuple[str, str | None]]] = [[] for _ in features]
     for name, m in named:
-        if name in leaves:  # whole, parameter-free ones too (dropout, pooling): by their output
+        if name in units:  # whole, parameter-free ones too (dropout, pooling): by their output
             needed_by = [param_first[id(p)] for p in m.parameters(recurse=False) if id(p) in param_first]
             needed_by += [first[n] for n in outputs.get(name, ()) if n in first]
             if needed_by:
@@ -260,6 +260,29 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
             if id(p) in param_first:  # (CoaT's cls_token1..4 serve four different stages)
                 stages[param_first[id(p)]].append((name, pname))
     return [s for s in stages if s]
+
+
+def _units(named: list[tuple[str, nn.Module]]) -> set[str]:
+    """The names of the modules a stage holds whole: leaves, and modules with weights or
+    buffers of their own whose children have none (timm's ``BatchNormAct2d`` holds its
+    activation and dropout), so that freezing a stage puts such a norm itself in eval mode."""
+    def stateless(m: nn.Module) -> bool:
+        return next(m.parameters(), None) is None and next(m.buffers(), None) is None
+
+    leaves, wholes = set(), set()
+    for name, m in named:
+        children = list(m.children())
+        own = next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
+        if not children:
+            leaves.add(name)
+        elif own and name and all(stateless(c) for c in children):
+            wholes.add(name)
+
+    def inside_whole(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:i]) in wholes for i in range(1, len(parts)))
+
+    return wholes | {n for n in leaves if not inside_whole(n)}
 
 
 def _stage_modules(root: nn.Module, entries: list[tuple[str, str | None]]) -> nn.ModuleList:
