@@ -130,6 +130,20 @@ def test_compile_fullgraph_captures_without_graph_breaks():
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_model_takes_a_second_input_size():
+    """The second size makes torch.compile recompile with dynamic sizes; the padding's symbolic
+    modulo broke inductor there (bilinear upsampling of a padded, unaligned input)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet18", num_classes=1, decoder_channels=(32, 16, 8, 8)).eval()
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        for size in [(70, 45), (64, 96)]:
+            x = torch.randn(1, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_load_model_from_a_saved_folder(tmp_path):
     model = _model("unet-classic")
     model.save_pretrained(tmp_path / "saved")

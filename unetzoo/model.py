@@ -116,7 +116,8 @@ class UnetZooModel(nn.Module):
         m = self.pad_multiple
         if not m:
             return x, h, w
-        ph, pw = (-h) % m, (-w) % m
+        ph, pw = (h + m - 1) // m * m - h, (w + m - 1) // m * m - w  # not (-h) % m: inductor fails on a
+        # symbolic modulo once torch.compile turns the size dynamic (the second input size)
         if torch.compiler.is_compiling() or ph or pw:  # no guard on the size when tracing
             x = F.pad(x, (0, pw, 0, ph))
         return x, h, w
