@@ -182,6 +182,19 @@ def test_logits_are_contiguous_eager_and_fast(name, options):
     assert fast.is_contiguous() and fast.dtype == torch.float32
 
 
+@pytest.mark.parametrize("name, options, size", [
+    ("unet-classic", {"base_c": 4}, 64),
+    ("unet-original", {}, 188),  # valid convolutions: 188 px in, 4 px out
+    ("unet-resnet18", {"decoder_channels": (16, 8, 8, 8)}, 64),
+])
+def test_a_channels_last_model_gives_contiguous_logits(name, options, size):
+    model = unetzoo.create(name, **options).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, model.in_chans, size, size).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = model(x)
+    assert out.is_contiguous() and out.view(-1).numel() == out.numel()
+
+
 def _tiny():
     return unetzoo.create(
         "unet-resnet10t", num_classes=2, decoder_channels=(16, 8, 8, 8), decoder_norm="bn", upsample="nearest"

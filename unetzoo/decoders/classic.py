@@ -150,7 +150,7 @@ class ClassicUNet(UnetZooModel):
         x = skips.pop()
         for up in self.decoder:
             x = up(x, skips.pop())
-        return self.head(x)
+        return self.head(x).contiguous()  # NCHW logits for a channels-last model too, as every model
 
 
 def build_classic(

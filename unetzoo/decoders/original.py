@@ -206,7 +206,7 @@ class OriginalUNet(UnetZooModel):
         if self.padding:
             x, h, w = self._pad(x)
             return self._crop(self._forward(x), h, w).contiguous()
-        return self._forward(x)
+        return self._forward(x).contiguous()  # NCHW logits for a channels-last model too
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
