@@ -4,7 +4,9 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 import unetzoo
 from unetzoo.registry import EncoderSpec, ModelSpec, UnknownModelError, get_spec, parse_name, register_model
@@ -154,6 +156,29 @@ def test_model_info_reads_the_backbone():
 def test_unknown_options_raise_type_error():
     with pytest.raises(TypeError, match="unknown option.*decoder_chanels.*valid options"):
         unetzoo.create("unet-resnet18", decoder_chanels=(16, 16, 16, 16))
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("unet-resnet18", {"num_classes": 0}, r"num_classes must be a positive whole number.*got 0"),
+    ("unet-original", {"in_chans": 0}, r"in_chans must be a positive whole number.*got 0"),
+    ("unet-classic", {"num_classes": 2.5}, r"num_classes .* got 2\.5"),
+    ("unet-resnet18", {"in_chans": "3"}, r"in_chans .* got '3'"),
+    ("unet-resnet18", {"decoder_channels": 64}, r"decoder_channels must be a list of positive widths.*got 64"),
+    ("unet-resnet18", {"decoder_channels": [64, 0, 32, 16]}, r"decoder_channels .* got \[64, 0, 32, 16\]"),
+    ("unet-resnet18", {"out_indices": (0, 1, 2, 3, 4, 5)}, r"'resnet18' has 5 feature levels.*within 0\.\.4"),
+    ("unet-vgg11", {"drop_path_rate": 0.1}, r"'vgg11' does not take the option\(s\) \['drop_path_rate'\].*drop them"),
+    ("unet-vgg16", {"maxpool_quirk": True}, r"only to torchvision ResNet encoders .* not torchvision 'vgg16'; drop"),
+])
+def test_bad_options_name_the_value_and_the_fix(name, options, match):
+    with torch.device("meta"), pytest.raises(ValueError, match=match):
+        unetzoo.create(name, **options)
+
+
+def test_numpy_integers_are_taken_as_ints():
+    with torch.device("meta"):
+        model = unetzoo.create("unet-resnet18", num_classes=np.int64(3), decoder_channels=[np.int64(32), 16, 16, 8])
+    assert model.config.num_classes == 3 and type(model.config.num_classes) is int
+    assert model.head.out_channels == 3
 
 
 def test_config_name_is_the_architecture_without_the_weights_tag():

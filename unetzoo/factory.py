@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,15 @@ def resolve_options(spec: ModelSpec, options: Mapping[str, Any]) -> dict[str, An
         raise TypeError(
             f"{spec.name} got unknown option(s) {unknown}; valid options are: {', '.join(sorted(valid))}"
         )
-    return {**valid, **options}
+    merged = {**valid, **options}
+    for key, example in (("num_classes", 2), ("in_chans", 3)):
+        value = merged.get(key)
+        if key not in merged:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{key} must be a positive whole number (e.g. {key}={example}), got {value!r}")
+        merged[key] = int(value)
+    return merged
 
 
 def create(

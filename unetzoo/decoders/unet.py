@@ -14,6 +14,7 @@ skip_first=False, head_kernel=3`` is smp's ``Unet`` decoder.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -198,6 +199,13 @@ def upsample2x_bilinear(x: torch.Tensor, align_corners: bool) -> torch.Tensor:
 class UpBlock(nn.Module):
     """Upsample ``x`` to the skip's size, concatenate the skip (if any), two 3x3 convs.
 
+    Args:
+        upsample: ``"bilinear"``, ``"nearest"`` or ``"transpose"`` (a learned 2x2 stride-2
+            transposed convolution, resized bilinearly where the skip is not exactly twice as big).
+        align_corners: the bilinear resize's ``align_corners``; nearest upsampling ignores it.
+        skip_first: concatenate ``[skip, up]`` (the seed's order) rather than ``[up, skip]``.
+        norm, act: the norm and activation after each 3x3 convolution.
+
     ``lerp_upsample`` (set by the inference fast path for bfloat16 on CPUs) computes an exact 2x
     bilinear upsampling of a channels-last input with :func:`upsample2x_bilinear`.
     """
@@ -256,6 +264,11 @@ def default_decoder_channels(num_blocks: int) -> tuple[int, ...]:
     return (512,) * (num_blocks - len(SEED_DECODER_CHANNELS)) + SEED_DECODER_CHANNELS
 
 
+def _positive_ints(values: object) -> bool:
+    return (isinstance(values, Sequence) and not isinstance(values, str)
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in values))
+
+
 class UnetDecoder(nn.Module):
     """U-Net decoder built from an encoder's channel and reduction lists.
 
@@ -295,6 +308,11 @@ class UnetDecoder(nn.Module):
         # 2x steps up to full resolution; a stride that is no power of 2 (patch-14 ViTs, ConvMixer)
         # is rounded up, and the model resizes the slightly larger logits to the input
         num_extra = math.ceil(math.log2(first) - 1e-9)
+        if decoder_channels is not None and not _positive_ints(decoder_channels):
+            raise ValueError(
+                f"decoder_channels must be a list of positive widths, deepest block first, e.g. [256, 128, 64, 32], "
+                f"got {decoder_channels!r}"
+            )
         widths = list(decoder_channels) if decoder_channels is not None else list(default_decoder_channels(num_skip))
         if not num_skip <= len(widths) <= num_skip + num_extra:
             raise ValueError(
@@ -372,9 +390,12 @@ def build_unet(
 
     options = {}
     if maxpool_quirk:
-        if encoder.source != "torchvision":
-            raise ValueError("maxpool_quirk=True applies only to torchvision ResNet encoders (unet-resnet50)")
-        options["maxpool_quirk"] = True  # the VGG encoder rejects it with its own error
+        if encoder.source != "torchvision" or encoder.name.startswith("vgg"):
+            raise ValueError(
+                f"maxpool_quirk=True applies only to torchvision ResNet encoders (unet-resnet50), not "
+                f"{encoder.source} {encoder.name!r}; drop maxpool_quirk"
+            )
+        options["maxpool_quirk"] = True
     if vgg_taps != "seed":
         if encoder.source != "torchvision" or not encoder.name.startswith("vgg"):
             raise ValueError(

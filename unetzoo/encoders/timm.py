@@ -44,6 +44,8 @@ class TimmEncoder(Encoder):
             self.model = timm.create_model(name, **kwargs)
         except RuntimeError as err:
             raise ValueError(f"timm backbone {name!r} cannot be used as a U-Net encoder: {err}") from err
+        except (TypeError, IndexError) as err:
+            raise _option_error(name, in_chans, out_indices, timm_kwargs, err) from err
         self.name = name
         self.in_chans = in_chans
         self.channels = tuple(self.model.feature_info.channels())
@@ -175,6 +177,27 @@ def _pad_multiple(model: nn.Module, stride: int, name: str, kwargs: dict, cfg: M
             m.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], m.block_size)))
     meta(torch.empty(1, kwargs.get("in_chans", 3), side, side, device="meta"))
     return math.lcm(stride, *(side // width * block for width, block in seen))
+
+
+def _option_error(name: str, in_chans: int, out_indices, timm_kwargs: dict, err: Exception) -> ValueError:
+    """What a timm backbone refused: feature levels past its last, or an option it does not take."""
+    if out_indices is not None:
+        try:
+            with torch.device("meta"):
+                levels = len(timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans).feature_info)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            levels = None
+        else:
+            if any(not -levels <= i < levels for i in out_indices):
+                return ValueError(
+                    f"out_indices={list(out_indices)} is out of range: timm backbone {name!r} has {levels} feature "
+                    f"levels, so each index must be within 0..{levels - 1}"
+                )
+    if timm_kwargs:
+        return ValueError(
+            f"timm backbone {name!r} does not take the option(s) {sorted(timm_kwargs)} ({err}); drop them"
+        )
+    return ValueError(f"timm backbone {name!r} cannot be used as a U-Net encoder: {err}")
 
 
 def _group(named: Iterable[tuple[str, nn.Module]], taps: set[str], exact: bool = False) -> list[nn.Module]:
