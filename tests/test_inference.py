@@ -303,6 +303,29 @@ def test_bad_inputs_raise_clear_errors(padded_net):
         unetzoo.predict(padded_net, np.zeros((20, 20, 3), np.float32), tile=0)
     with pytest.raises(ValueError, match="output must be"):
         unetzoo.predict(padded_net, np.zeros((20, 20, 3), np.float32), output="mask")
+    for tile in (32.0, (32,), "32"):
+        with pytest.raises(ValueError, match=r"tile must be a whole number or \(height, width\)"):
+            unetzoo.predict(padded_net, np.zeros((20, 20, 3), np.float32), tile=tile)
+
+
+def test_numpy_integer_tiles_are_sizes(padded_net):
+    x = np.random.RandomState(0).rand(40, 50, 3).astype(np.float32)
+    ref = unetzoo.predict(padded_net, x, tile=32, overlap=8)
+    np.testing.assert_array_equal(unetzoo.predict(padded_net, x, tile=np.int64(32), overlap=8), ref)
+    np.testing.assert_array_equal(unetzoo.predict(padded_net, x, tile=(np.int64(32), 32), overlap=8), ref)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_results_are_ordinary_tensors(padded_net, batched):
+    """Soft targets for a loss, or edited in place: an inference-mode tensor refuses both."""
+    x = torch.from_numpy(_smooth_image(40, 50)).permute(2, 0, 1)
+    soft = unetzoo.predict(padded_net, x[None] if batched else x, tile=32, output="probs")
+    assert not soft.is_inference()
+    soft[soft < 0.01] = 0
+    student = nn.Conv2d(3, 3, 1)
+    logp = student(x[None]).log_softmax(1)
+    (-(logp * (soft if batched else soft[None])).sum(1).mean()).backward()
+    assert student.weight.grad is not None
 
 
 def test_bfloat16_autocast_and_progress_bar(padded_net, capsys):

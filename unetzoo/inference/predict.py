@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -126,7 +127,9 @@ def predict(
     from tqdm.auto import tqdm
 
     with evaluating(model):  # each submodule's own mode back afterwards (a hand-frozen norm stays so)
-        with torch.inference_mode(), tqdm(
+        # no_grad, not inference_mode: the results are ordinary tensors (soft targets for a
+        # loss, edited in place) for every input layout
+        with torch.no_grad(), tqdm(
             total=sum(len(py) * len(px) for py, px in plans), unit="tile", desc="predict", disable=not progress
         ) as bar:
             results = [
@@ -136,11 +139,26 @@ def predict(
     return _finish(results, layout)
 
 
+def _tile_size(tile: TileSize | None) -> tuple[int | None, int | None]:
+    """``tile`` as (height, width): one whole number for a square, or two."""
+    if tile is None:
+        return None, None
+    try:
+        return (operator.index(tile),) * 2  # numpy integers too
+    except TypeError:
+        pass
+    try:
+        th, tw = (operator.index(t) for t in tile)
+    except (TypeError, ValueError):
+        raise ValueError(f"tile must be a whole number or (height, width), e.g. tile=512, got {tile!r}") from None
+    return th, tw
+
+
 def plan_tiles(
     model: nn.Module, height: int, width: int, *, tile: TileSize | None = None, overlap: int | None = None
 ) -> tuple[AxisPlan, AxisPlan]:
     """The tile grid :func:`predict` uses for a ``height`` x ``width`` image (rows, columns)."""
-    th, tw = (tile, tile) if isinstance(tile, int) or tile is None else tile
+    th, tw = _tile_size(tile)
     if any(t is not None and t <= 0 for t in (th, tw)):
         raise ValueError(f"tile must be a positive size, got {tile}")
     border = int(getattr(model, "border", 0) or 0)
