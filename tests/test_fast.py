@@ -322,6 +322,41 @@ def test_mkldnn_fusion_is_checked_against_the_given_reference_and_undone_on_a_mi
     assert fuse_mkldnn(model, x, reference=ref, rtol=FOLD_RTOL) > 0
 
 
+@needs_mkldnn
+def test_a_fusion_that_fails_in_its_check_pass_is_undone(monkeypatch):
+    """A oneDNN primitive that raises while the fused model is checked leaves nothing fused behind."""
+    from unetzoo.fast_mkldnn import fuse_mkldnn
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-resnet18", num_classes=2, decoder_channels=(32, 16, 16, 8)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+
+    def broken(self, *args):
+        raise RuntimeError("simulated oneDNN primitive failure")
+
+    monkeypatch.setattr(MkldnnConv2d, "forward", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        fuse_mkldnn(model, x, reference=ref)
+    assert not any(isinstance(m, (MkldnnConv2d, FusedResidualBlock)) for m in model.modules())
+    monkeypatch.undo()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref)
+
+
+def test_a_bad_allocator_setting_leaves_the_model_untouched(monkeypatch):
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-classic", base_c=4).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setenv("UNETZOO_CPU_ALLOCATOR", "off")
+    with pytest.raises(ValueError, match="UNETZOO_CPU_ALLOCATOR='off' is not understood"):
+        optimize_for_inference(model, dtype=torch.bfloat16)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert not model._forward_pre_hooks and getattr(model, "inference_options", None) is None
+
+
 @pytest.mark.skipif(not mkldnn_available(torch.bfloat16), reason="no oneDNN bfloat16 convolutions on this CPU")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bf16_fused_fast_path_stays_within_tolerance_of_float32(seed):

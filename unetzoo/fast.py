@@ -401,6 +401,12 @@ def optimize_for_inference(
         mkldnn = cpu_bf16_eager and mkldnn_available(dtype)
     elif mkldnn and not (device.type == "cpu" and mkldnn_available(dtype)):
         raise ValueError(f"mkldnn=True needs a CPU model in float32 or bfloat16 with oneDNN support, got {device} {dtype}")
+    # before the model changes: a bad UNETZOO_CPU_ALLOCATOR must not leave it half converted
+    allocator_tuned = False
+    if device.type == "cpu" and tune_allocator is not False:
+        from unetzoo import cpu_memory
+
+        allocator_tuned = cpu_memory.tune_cpu_allocator() if tune_allocator else cpu_memory.auto_tune_cpu_allocator()
     probe = example_input if example_input is not None else _example_input(model)
     reference = None
     if fold_bn:  # the original's output, which the folding is checked against
@@ -436,11 +442,6 @@ def optimize_for_inference(
         for m in model.modules():
             if isinstance(m, UpBlock) and m.mode == "bilinear":
                 m.lerp_upsample, lerp_blocks = True, lerp_blocks + 1
-    allocator_tuned = False
-    if device.type == "cpu" and tune_allocator is not False:
-        from unetzoo import cpu_memory
-
-        allocator_tuned = cpu_memory.tune_cpu_allocator() if tune_allocator else cpu_memory.auto_tune_cpu_allocator()
     model.register_forward_pre_hook(_input_hook(dtype, channels_last))
     model.register_forward_hook(_output_hook)  # float32, default layout, whatever ran inside
     if compile:

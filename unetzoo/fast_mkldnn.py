@@ -10,15 +10,17 @@ the last convolution of each block also adds the shortcut and applies the final 
 binary and eltwise post-ops).
 
 ``benchmarks/bench_fast_path.py`` measures it: in bfloat16 on a 2-core AVX-512/AMX CPU,
-unet-resnet50 and unet-vgg16 at 512x512 ran 1.38x and 1.18x faster; in float32 0.88x (so
-:func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only).
+unet-resnet50 and unet-vgg16 at 512x512 ran 1.43x and 1.14x faster; in float32 0.91x (so
+:func:`unetzoo.fast.optimize_for_inference` uses it for bfloat16 only;
+``benchmarks/results/fast_path.md`` has the run).
 
 A ReLU is fused only when a probe pass shows it is called once, on the output of a
 convolution called once, and nothing else reads that output before it (nor after it, unless the
 ReLU works in place, when later readers see the ReLU's result either way). The
-fused model is compared on the probe input with a reference (the float32 model's output, from
-:func:`~unetzoo.fast.optimize_for_inference`, within the fast path's stated tolerance; by
-default the unfused model's); if they differ the change is undone. The ops used (``torch.ops.mkldnn._convolution_pointwise`` and
+fused model is compared on the probe input with a reference (by default the unfused model's
+output; :func:`~unetzoo.fast.optimize_for_inference` passes the unfused model's in the same
+dtype, so the check measures what the fusion changes, not what bfloat16 does); if they differ,
+or the fused model fails to run, the change is undone. The ops used (``torch.ops.mkldnn._convolution_pointwise`` and
 ``_reorder_convolution_weight``) are the ones inductor emits for CPUs.
 """
 
@@ -187,9 +189,11 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
         example: a valid input for the probe pass (any size works afterwards).
         check: compare the fused model's output on ``example`` with ``reference``; undo and
             raise ``RuntimeError`` when the relative difference
-            (:func:`unetzoo.fast.relative_error`) exceeds ``rtol``.
-        reference: the expected output on ``example``, e.g. the float32 model's (what
-            :func:`unetzoo.fast.optimize_for_inference` passes); default: the unfused model's.
+            (:func:`unetzoo.fast.relative_error`) exceeds ``rtol``; an error raised by the
+            fused model's check pass also undoes the fusion before it propagates.
+        reference: the expected output on ``example``; default: the unfused model's
+            (:func:`unetzoo.fast.optimize_for_inference` passes that, computed in the model's
+            own dtype).
 
     Returns:
         The number of replaced convolutions.
@@ -204,6 +208,33 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
         with torch.no_grad():
             ref = model(example).float() if reference is None else reference.float()
     undo, undo_attrs = [], []
+
+    def put_back() -> None:
+        for conv, attr in undo_attrs:
+            conv.attr = attr
+        for name, module in reversed(undo):
+            _set_submodule(model, name, module)
+
+    try:
+        _swap_in(model, sizes, fused, undo, undo_attrs)
+        if check:
+            with torch.no_grad():
+                err = relative_error(model(example).float(), ref)
+    except BaseException:  # a oneDNN primitive that fails in the check pass: nothing fused stays behind
+        put_back()
+        raise
+    if check and err > rtol:
+        put_back()
+        raise RuntimeError(f"oneDNN fusion changed the output by {err:.2e} (relative, > {rtol:g}); undone. "
+                           "Use mkldnn=False.")
+    return len(sizes)
+
+
+def _swap_in(model: nn.Module, sizes: dict, fused: dict, undo: list, undo_attrs: list) -> None:
+    """Replace the convolutions, their ReLUs and the residual blocks, recording each original in
+    ``undo`` (and each convolution's fused attribute in ``undo_attrs``) as it goes."""
+    from unetzoo.fast import _set_submodule
+
     for conv_name, size in sizes.items():
         conv = model.get_submodule(conv_name)
         relu_name = fused.get(conv_name)
@@ -216,17 +247,6 @@ def fuse_mkldnn(model: nn.Module, example: torch.Tensor, *, check: bool = True, 
     for name, block, depth in blocks:  # after the convolutions, so the blocks hold MkldnnConv2d
         if depth is not None:
             attrs = [(c, c.attr) for c in block.modules() if isinstance(c, MkldnnConv2d)]
+            undo_attrs.extend(attrs)
             _set_submodule(model, name, FusedResidualBlock(block, depth))
             undo.append((name, block))
-            undo_attrs.extend(attrs)
-    if check:
-        with torch.no_grad():
-            err = relative_error(model(example).float(), ref)
-        if err > rtol:
-            for conv, attr in undo_attrs:
-                conv.attr = attr
-            for name, module in reversed(undo):
-                _set_submodule(model, name, module)
-            raise RuntimeError(f"oneDNN fusion changed the output by {err:.2e} (relative, > {rtol:g}); undone. "
-                               "Use mkldnn=False.")
-    return len(sizes)
