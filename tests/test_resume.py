@@ -136,6 +136,52 @@ def test_resume_says_that_new_optimizer_settings_are_not_applied(tmp_path: Path,
     assert load_state(resumed.state_path)["config"]["optimizer"]["lr"] == 0.01
 
 
+def test_resume_with_another_optimizer_continues_with_the_saved_one(tmp_path: Path, capsys) -> None:
+    """adam -> sgd: the saved Adam state went into an SGD optimizer (KeyError 'momentum')."""
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=1)
+    fit(cfg)
+    capsys.readouterr()
+    resumed = fit({**cfg, "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1}, "resume": True})
+    assert "note: optimizer.lr, optimizer.name not applied" in capsys.readouterr().out
+    assert len(resumed.history) == 2
+    state = load_state(resumed.state_path)
+    assert state["config"]["optimizer"]["name"] == "adam"
+    assert all("exp_avg" in s for s in state["optimizer"]["state"].values())  # Adam's moments, carried on
+
+
+def test_a_resumed_run_records_a_config_that_starts_afresh(tmp_path: Path, capsys, monkeypatch) -> None:
+    """config.yaml said resume: true after a resume, so `train -c run/config.yaml -o new` failed
+    (no state there) and `-o run` silently resumed instead of starting afresh."""
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=1)
+    fit(cfg)
+    monkeypatch.chdir(tmp_path)  # the same folder, relative: no note that output_dir changed
+    resumed = fit({**cfg, "epochs": 2, "output_dir": "run", "resume": True})
+    notes = [line for line in capsys.readouterr().out.splitlines() if "differs" in line]
+    assert notes == ["note: the config differs from the saved run's in epochs"]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["resume"] is False
+    assert load_state(resumed.state_path)["config"]["resume"] is False
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    fresh = fit({**saved, "output_dir": str(tmp_path / "copy")})
+    assert len(fresh.history) == 2 and fresh.history[0]["epoch"] == 1
+
+
+def test_resuming_a_finished_run_says_so_and_fewer_epochs_are_refused(tmp_path: Path, capsys) -> None:
+    from unetzoo.train.config import ConfigError
+
+    data = make_blobs(tmp_path / "data", n=12)
+    cfg = tiny_config(data, tmp_path / "run", epochs=2)
+    fit(cfg)
+    config_before = (tmp_path / "run" / "config.yaml").read_text()
+    capsys.readouterr()
+    again = fit({**cfg, "resume": True})
+    assert "has already trained all 2 epochs; nothing to do (resume with epochs=3 or more" in capsys.readouterr().out
+    assert len(again.history) == 2 and (tmp_path / "run" / "config.yaml").read_text() == config_before
+    with pytest.raises(ConfigError, match=r"epochs=1: it has already trained 2 epochs; resume with epochs=3"):
+        fit({**cfg, "epochs": 1, "resume": True})
+
+
 def test_a_fresh_run_sets_the_earlier_one_aside_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Starting afresh over a finished run moves its files to previous_run/ at once: a fresh run
     killed before its first epoch leaves no state that --resume would take for its own, and the

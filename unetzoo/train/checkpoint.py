@@ -210,8 +210,10 @@ def state_dict(
     history: list[dict[str, Any]],
     config: Mapping[str, Any],
     ema: Any = None,
+    rng_ranks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The training state after ``epoch`` (0-based) has finished."""
+    """The training state after ``epoch`` (0-based) has finished; ``rng_ranks``: the random
+    generators of every process of a distributed run, by rank (this process's alone otherwise)."""
     return {
         "version": STATE_VERSION,
         "epoch": int(epoch),
@@ -220,6 +222,7 @@ def state_dict(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": get_rng_state(),
+        "rng_ranks": rng_ranks if rng_ranks is not None and len(rng_ranks) > 1 else None,
         "best": best,
         "history": history,
         "config": dict(config),

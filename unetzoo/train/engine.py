@@ -125,6 +125,8 @@ class Trainer:
         self.last_eval: EvalResult | None = None
         if cfg.resume:
             self._restore()
+            # what the run records (config.yaml, the state) starts the same run afresh when reused
+            self.cfg = dataclasses.replace(self.cfg, resume=False)
         elif self.dist.is_main:
             try:
                 previous = checkpoint.set_aside_run(self.out, RUN_FILES)
@@ -163,6 +165,17 @@ class Trainer:
         if changed:  # another network: its weights would not fit (or, worse, would fit differently)
             raise ConfigError(f"cannot resume {self.out}: {', '.join(changed)} differ from the saved run's; resume "
                               "with the saved model settings, or start a new run without --resume")
+        changed = config_diff(state["config"], self.cfg.to_dict(), ignore={"resume", "progress"})
+        saved_out = state["config"].get("output_dir")
+        if saved_out and Path(saved_out).expanduser().resolve() == self.out.resolve():
+            changed = [k for k in changed if k != "output_dir"]  # the same folder, spelled another way
+        kept = [k for k in changed if k.startswith("optimizer.")]
+        if kept:  # the saved state belongs to the saved optimizer (an SGD cannot take Adam's moments)
+            saved = TrainConfig.from_dict({**self.cfg.to_dict(), "optimizer": state["config"]["optimizer"]})
+            self.cfg = dataclasses.replace(self.cfg, optimizer=saved.optimizer)
+            self.optimizer = builders.build_optimizer(self.cfg.optimizer, self.model)
+            self.scheduler = build_scheduler(self.optimizer, self.cfg.schedule,
+                                             steps_per_epoch=len(self.train_loader), epochs=self.cfg.epochs)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         # the schedule's shape follows the current config (more epochs, another batch size): the
@@ -182,6 +195,12 @@ class Trainer:
                 raise ConfigError(f"{self.out} was trained without ema; resume it with ema=null or start afresh")
             self.ema.load_state_dict(state["ema"])
         self.start_epoch = state["epoch"] + 1
+        if self.cfg.epochs < self.start_epoch:
+            raise ConfigError(
+                f"cannot resume {self.out} with epochs={self.cfg.epochs}: it has already trained {self.start_epoch} "
+                f"epochs; resume with epochs={self.start_epoch + 1} or more to train longer (unetzoo eval "
+                f"{self.out / 'last'} scores what it has)"
+            )
         self.best, self.history = state["best"], list(state["history"])
         self.best_epoch = next((r["epoch"] for r in self.history if r.get("best")), 0)
         saved_monitor = state["config"].get("monitor")
@@ -196,20 +215,19 @@ class Trainer:
             done = checkpoint.finish_best(self.out, self.best_epoch)
             if done:
                 self.log(f"note: {done}")
+        ranks = state.get("rng_ranks") or [state["rng"]]  # every process's generators (older states: rank 0's)
+        if len(ranks) == self.dist.world_size:
+            checkpoint.set_rng_state(ranks[self.dist.rank])
+        elif self.dist.is_main:
             checkpoint.set_rng_state(state["rng"])
-        else:  # only rank 0's RNG is saved; other ranks continue from a fresh, epoch-dependent seed
+        else:  # saved by another number of processes: continue from a fresh, epoch-dependent seed
             checkpoint.seed_everything(self.cfg.seed + self.dist.rank + 1000 * self.start_epoch)
         self.log(f"resumed {self.out} after epoch {self.start_epoch} of {self.cfg.epochs}")
-        changed = config_diff(state["config"], self.cfg.to_dict(), ignore={"resume", "progress"})
         if changed:
             self.log(f"note: the config differs from the saved run's in {', '.join(changed)}")
-        kept = [k for k in changed if k.startswith("optimizer.")]
-        if kept:
+        if kept:  # the run records what it trains with (config.yaml, the state's config), not the ignored values
             self.log(f"note: {', '.join(kept)} not applied: the optimizer continues with the saved run's settings and "
                      "state (learning rates, weight decay, moments); start a new run to train with new ones")
-            # the run records what it trains with (config.yaml, the state's config), not the ignored values
-            saved = TrainConfig.from_dict({**self.cfg.to_dict(), "optimizer": state["config"]["optimizer"]})
-            self.cfg = dataclasses.replace(self.cfg, optimizer=saved.optimizer)
 
     def log(self, message: str) -> None:
         if self.dist.is_main:
@@ -234,6 +252,10 @@ class Trainer:
 
         start = time.perf_counter()
         cfg = self.cfg
+        if self.start_epoch >= cfg.epochs:  # a finished run resumed as it was: nothing to train or rewrite
+            self.log(f"note: {self.out} has already trained all {cfg.epochs} epochs; nothing to do (resume with "
+                     f"epochs={cfg.epochs + 1} or more to train longer)")
+            return self._result(0.0)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
@@ -353,6 +375,9 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Metrics of the current model on the validation set (all processes together)."""
         cfg = self.cfg
+        # DDP syncs norm statistics at each forward only: after the last step every process has its
+        # own; all score with rank 0's, the model that is saved
+        distributed.broadcast_buffers(self.eval_model)
         self.last_eval = evaluate(
             self.eval_model, self.val_loader, num_classes=cfg.model.num_classes, ignore_index=cfg.data.ignore_index,
             device=self.device, autocast=builders.autocast(self.precision, self.device), loss_fn=self.loss_fn,
@@ -369,12 +394,14 @@ class Trainer:
             for r in self.history:
                 r.pop("best", None)
             record["best"] = True
+        rng_ranks = distributed.all_gather_object(checkpoint.get_rng_state())  # each process's, for --resume
         if self.dist.is_main:
             self.log(records.format_record(record))
-            self._write_outputs(epoch, record, improved)
+            self._write_outputs(epoch, record, improved, rng_ranks)
         distributed.barrier()
 
-    def _write_outputs(self, epoch: int, record: dict[str, Any], improved: bool) -> None:
+    def _write_outputs(self, epoch: int, record: dict[str, Any], improved: bool,
+                       rng_ranks: list[dict[str, Any]] | None = None) -> None:
         cfg = self.cfg
         records.write_history(self.history, self.out)
         if (epoch + 1) % cfg.plot_every == 0 or epoch + 1 == cfg.epochs:
@@ -386,6 +413,7 @@ class Trainer:
         state = checkpoint.state_dict(
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
             epoch=epoch, best=self.best, history=self.history, config=cfg.to_dict(), ema=self.ema,
+            rng_ranks=rng_ranks,
         )
         checkpoint.atomic_save(state, self.out / checkpoint.STATE_NAME)  # the commit point of the epoch
         if improved:
