@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import platform
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,19 @@ def test_memory_monitor_sees_a_large_allocation():
 
     out = subprocess.run([sys.executable, "-c", _MONITOR_CHECK], capture_output=True, text=True, check=True)
     assert int(out.stdout.split()[-1]) >= 48 * 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="reads Linux's /proc/self/statm")
+def test_resident_memory_without_psutil_agrees_with_psutil(monkeypatch):
+    """psutil is in the bench extra only: a base install measures from /proc instead of failing."""
+    import psutil
+
+    from unetzoo.bench import measure
+
+    with_psutil = psutil.Process().memory_info().rss
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now raises ImportError
+    without = measure._rss()
+    assert without == pytest.approx(with_psutil, rel=0.05)
 
 
 _WASTEFUL_BUILDER = """

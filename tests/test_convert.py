@@ -220,21 +220,6 @@ def test_checkpoint_containers(wrap, tmp_path):
     _assert_parity(ref, model, torch.randn(1, 3, 32, 32))
 
 
-def test_training_checkpoints_load_where_torch_lacks_the_safe_globals_context(tmp_path, monkeypatch):
-    """torch 2.4 (pyproject allows it) has add_safe_globals but not the safe_globals context
-    manager: every .pth import failed there with an AttributeError."""
-    ref = _small_wz()
-    path = _save({"model": ref.state_dict(), "args": argparse.Namespace(base_c=4, lr=0.01)}, tmp_path)
-    saved = torch.serialization.get_safe_globals()
-    monkeypatch.delattr(torch.serialization, "safe_globals")
-    try:
-        model = unetzoo.create("unet-classic", checkpoint=path)
-    finally:
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(saved)
-    _assert_parity(ref, model, torch.randn(1, 3, 32, 32))
-
-
 def test_safetensors_and_in_memory_state_dicts(tmp_path):
     from safetensors.torch import save_file
 

@@ -71,3 +71,30 @@ def test_wheel_holds_the_nuclei_set_licences_and_entry_point(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr
     root, n = proc.stdout.split()
     assert Path(root).is_relative_to(tmp_path) and int(n) == 100
+
+
+def test_sdist_holds_the_tests_and_what_they_import(tmp_path):
+    """setuptools' default sdist holds tests/test_*.py but not conftest.py, the helpers they
+    import or tests/reference/, so its tests could not even be collected; nor configs/."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to copy the tracked files from")
+    if _setuptools_version() < (77,):
+        pytest.skip("the build backend pyproject.toml asks for (setuptools>=77) is not installed")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    src = tmp_path / "src"
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    code = "import sys; from setuptools.build_meta import build_sdist; print(build_sdist(sys.argv[1]))"
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import tarfile
+
+    with tarfile.open(tmp_path / "dist" / proc.stdout.split()[-1]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    wanted = {n for n in filter(None, tracked.decode().split("\0"))
+              if n.startswith(("tests/", "configs/", "unetzoo/")) or n in ("Makefile", "pyproject.toml", "README.md")}
+    assert wanted <= names, sorted(wanted - names)[:10]
+    assert not any("__pycache__" in n for n in names)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -135,8 +137,15 @@ def saved_activation_bytes(model: torch.nn.Module, fn: Callable[[], object]) -> 
 
 
 def _rss() -> int:
-    import psutil
-
+    """This process's resident memory in bytes: psutil where installed, else Linux's /proc."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except OSError:
+            raise ImportError("measuring memory needs psutil on this system: pip install 'unetzoo[bench]'") from None
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
     return psutil.Process().memory_info().rss
 
 

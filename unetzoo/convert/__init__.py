@@ -14,7 +14,6 @@ package and only here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import pickle
@@ -85,11 +84,8 @@ def checkpoint_name(checkpoint: Checkpoint) -> str:
 
 
 def _torch_load(path: Path) -> Any:
-    allowed = getattr(torch.serialization, "safe_globals", None)  # a context manager from torch 2.5 on
-    if allowed is None:  # torch 2.4 has only the process-wide list: the same few harmless types
-        torch.serialization.add_safe_globals(_SAFE_GLOBALS)
     try:
-        with allowed(_SAFE_GLOBALS) if allowed is not None else contextlib.nullcontext():
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):  # for this load only (torch >= 2.5)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
