@@ -354,3 +354,32 @@ def test_images_below_a_networks_smallest_input_get_a_window_it_runs(size):
     with pytest.raises(ValueError, match=r"tile 16 is smaller than the smallest input the network runs \(17 px\); "
                                          r"use a tile of at least 32"):
         unetzoo.predict(model, image, tile=16)
+
+
+def test_unpadded_backbones_name_their_smallest_input_and_predict_pads_to_it():
+    """inception_v3's unpadded convolutions cannot run 64 px (padded to its stride, 64): the
+    forward failed deep inside torch ('Calculated padded input size ... Kernel size'), and so did
+    predict on a smaller image. The model finds its smallest side (65: padded to 96) and says so;
+    predict zero-pads to it, as the network gives on the zero-padded image."""
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-inception_v3", num_classes=2, decoder_channels=(16, 16, 16, 16)).eval()
+    runs = [side for side in (32, 64, 65, 96) if _runs(model.encoder, side)]  # what the encoder itself runs
+    assert runs == [96]
+    assert model.min_input_size == 96 - model.pad_multiple + 1 == 65
+    with pytest.raises(ValueError, match=r"input 64x70 is too small for inception_v3: .* at least 65 px"):
+        model(torch.randn(1, 3, 64, 70))
+    assert model(torch.randn(1, 3, 65, 65)).shape == (1, 2, 65, 65)
+    image = torch.randn(3, 40, 50)
+    out = unetzoo.predict(model, image)
+    with torch.no_grad():
+        whole = model(F.pad(image[None], (0, 15, 0, 25)))[0]
+    torch.testing.assert_close(out, whole[:, :40, :50])
+
+
+def _runs(encoder: nn.Module, side: int) -> bool:
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(1, 3, side, side))
+    except RuntimeError:
+        return False
+    return True

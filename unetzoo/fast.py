@@ -116,7 +116,8 @@ def example_input(model: nn.Module, *, batch: int = 1, device: torch.device | st
 
 
 def _fails_on(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why ``model`` cannot run ``x`` (a RuntimeError's first line), or ``None`` if it can. Runs
+    """Why ``model`` cannot run ``x`` (the error's first line: torch's RuntimeError, or the
+    ValueError a model raises for an input below its ``min_input_size``), or ``None``. Runs
     in eval mode, without gradients: norm statistics and training modes are left as they were."""
     from unetzoo._modes import evaluating
 
@@ -124,7 +125,7 @@ def _fails_on(model: nn.Module, x: torch.Tensor) -> str | None:
         with evaluating(model), torch.no_grad():
             model(x)
         return None
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 

@@ -299,7 +299,14 @@ class SegmentationModel(UnetZooModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x, h, w = self._pad(x)
-        out = self.head(self.decoder(self.encoder(x)))
+        if torch.compiler.is_compiling():
+            features = self.encoder(x)
+        else:
+            try:
+                features = self.encoder(x)
+            except RuntimeError as err:
+                raise self._size_error(x, h, w, err) from err
+        out = self.head(self.decoder(features))
         if out.shape[-2:] != x.shape[-2:]:
             # backbones of unpadded convolutions (inception_v3/v4, inception_resnet_v2) give features a few
             # pixels short of input / stride, and the decoder's 2x steps then fall short of the input
@@ -307,6 +314,49 @@ class SegmentationModel(UnetZooModel):
         # logits in the default layout whatever the network ran in: cheap (few channels), what
         # callers expect, and the loss's gradient then flows back in the layers' own layout
         return self._crop(out, h, w).contiguous()
+
+    def _size_error(self, x: torch.Tensor, h: int, w: int, err: RuntimeError) -> Exception:
+        """A backbone of unpadded convolutions (inception_v3) that cannot run an input this small
+        fails deep inside torch ("Kernel size can't be greater than actual input size"): name the
+        smallest side it runs instead. Any other error is returned as it was."""
+        smallest = self.min_input_size
+        if min(h, w) >= smallest:
+            return err
+        return ValueError(
+            f"input {h}x{w} is too small for {self.encoder_name}: its unpadded convolutions need both sides at "
+            f"least {smallest} px; pad or resize the image (unetzoo.predict pads small images for you)"
+        )
+
+    @property
+    def min_input_size(self) -> int:
+        """The shortest side this network runs. 1 for most; more for backbones of unpadded
+        convolutions (inception_v3: 65 px), found once by running the encoder on zero images of
+        growing size (eval mode, no gradients). :func:`unetzoo.predict` zero-pads smaller images
+        to it."""
+        cached = self.__dict__.get("_min_input_size")
+        if cached is not None:
+            return cached
+        m = self.pad_multiple
+        param = next(self.encoder.parameters(), None)
+        smallest = 1
+        if m and param is not None and param.device.type != "meta":
+            from unetzoo._modes import evaluating
+
+            with evaluating(self.encoder), torch.no_grad():
+                for padded in range(m, 17 * m, m):
+                    probe = torch.zeros(1, self.in_chans, padded, padded, dtype=param.dtype, device=param.device)
+                    try:
+                        self.encoder(probe)
+                    except RuntimeError:
+                        continue
+                    smallest = padded - m + 1
+                    break
+        self.__dict__["_min_input_size"] = smallest
+        return smallest
+
+    @property
+    def encoder_name(self) -> str:
+        return str(getattr(self.encoder, "name", type(self.encoder).__name__))
 
     def features(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         """The encoder's feature pyramid for ``x`` (already padded to the stride)."""
