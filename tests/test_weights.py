@@ -143,6 +143,27 @@ def test_offline_timm_weights_fail_once_with_every_place(isolated_caches, monkey
     _assert_helpful(str(err.value), "timm/resnet18.a1_in1k", str(isolated_caches / "hf" / "hub"), "HF_HUB_OFFLINE=1")
 
 
+def test_cached_timm_weights_load_without_touching_the_network(isolated_caches, no_network):
+    """A file in the Hugging Face cache needs no network: the reachability probe ran before the
+    cache was read, so a firewall that drops packets made every create() wait its timeout."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    state = timm.create_model("resnet18").state_dict()
+    commit = "c" * 40
+    repo = isolated_caches / "hf" / "hub" / "models--timm--resnet18.a1_in1k"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(state, repo / "snapshots" / commit / "model.safetensors")
+    model = unetzoo.create("unet-resnet18", pretrained=True)
+    assert model.weights_spec.tag == "a1_in1k"
+    own = model.encoder.model.state_dict()
+    assert torch.equal(own["conv1.weight"], state["conv1.weight"])
+    assert torch.equal(own["layer4.1.bn2.running_var"], state["layer4.1.bn2.running_var"])
+
+
 @pytest.mark.parametrize("name", ["unet-resnet50", "unet-resnet18"])
 def test_unreachable_network_fails_fast_without_retries(name, isolated_caches, monkeypatch):
     attempts = []

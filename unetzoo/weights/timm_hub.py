@@ -75,7 +75,7 @@ def timm_repo_id(location: str) -> str:
 def fetch_timm(search: Search) -> Path | None:
     """Find the timm weights of ``search.weights``: the Hugging Face cache first (a cached file
     needs no network, and a failing one must not hide it), then one download."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     weights = search.weights
@@ -84,7 +84,6 @@ def fetch_timm(search: Search) -> Path | None:
 
         return fetch_url(weights.location, weights.filename or weights.location.rsplit("/", 1)[-1], search)
     repo, endpoint, cache = timm_repo_id(weights.location), hf_endpoint(), hf_cache_dir()
-    blocked = network_block_reason(endpoint)
     search.hint(f"download once with network (cached in {cache}; HF_HOME moves it), or set HF_ENDPOINT to a mirror")
     filenames = [weights.filename] if weights.filename else list(_HUB_FILES)
 
@@ -92,12 +91,12 @@ def fetch_timm(search: Search) -> Path | None:
         return Path(hf_hub_download(repo, filename, revision=weights.revision, cache_dir=cache, endpoint=endpoint,
                                     local_files_only=offline))
 
-    for filename in filenames:
-        try:
-            return download(filename, offline=True)
-        except LocalEntryNotFoundError:
-            continue
+    for filename in filenames:  # the disk only: no connection (a network probe can wait seconds)
+        cached = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=weights.revision)
+        if isinstance(cached, str) and Path(cached).is_file():
+            return Path(cached)
     search.tried(f"Hugging Face cache {cache}", f"no {repo} file ({' or '.join(filenames)})")
+    blocked = network_block_reason(endpoint)
     if blocked:
         search.tried(f"download from {endpoint}/{repo}", f"skipped ({blocked})")
         return None
