@@ -378,6 +378,40 @@ def test_transforms_move_image_and_mask_together():
         assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
 
 
+@pytest.mark.parametrize("scale", [(1.0, 1.0), (2.0, 2.0), (0.5, 0.5)])
+def test_random_scale_is_relative_to_the_images_own_size(scale):
+    """Crops are taken at the image's own scale times the factor, the scale evaluation runs at
+    for 1.0: with the crop size as the reference, a 512 px image with a 256 px crop trained at
+    0.4-0.625x and validated at 1x."""
+    stripes = (torch.arange(128) // 8 % 2).expand(128, -1)  # 8 px vertical stripes
+    image, mask = tv_tensors.Image(stripes.float().expand(3, -1, -1).clone()), tv_tensors.Mask(stripes.clone())
+    t = build_transforms(True, size=32, scale=scale, hflip=0.0)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        img, msk = t(image, mask)
+        row = msk[16]
+        row = row[row != 255]
+        edges = torch.nonzero(row[1:] != row[:-1]).flatten()
+        assert len(edges) >= 2
+        widths = (edges[1:] - edges[:-1]).tolist()
+        assert all(w == round(8 * scale[0]) for w in widths), (seed, widths)
+        assert ((img[0] > 0.5).long() == msk)[msk != 255].float().mean() > 0.95
+
+
+def test_a_plain_tensor_pair_moves_together():
+    """v2 transforms only the first plain tensor of a call: a custom dataset calling the pipeline
+    with two plain tensors got a flipped image beside an unflipped mask."""
+    image, mask = _aligned_sample(32)
+    t = build_transforms(True, size=24, scale=(0.8, 1.2), hflip=1.0, rotation=10)
+    torch.manual_seed(0)
+    want = t(image, mask)
+    torch.manual_seed(0)
+    got = t(image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(TypeError, match=r"\(image, mask\) as torch tensors .* got \(Tensor, ndarray\)"):
+        t(image.as_subclass(torch.Tensor), mask.numpy())
+
+
 def test_padding_fills_ignore_and_transforms_are_seeded():
     t = build_transforms(True, size=48, scale=None, hflip=0.0)
     image, mask = t(*_aligned_sample(32))

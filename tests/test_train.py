@@ -401,6 +401,15 @@ def test_train_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
         ("val_batch_size=-2", "val_batch_size must be >= 1"),
         ("grad_clip=-1", "grad_clip is the largest gradient norm, > 0"),  # it reversed the gradients
         ("data.transforms.std=[0,0,0]", "data.transforms.std divides the images"),
+        ("data.channels=1", "data.channels=1 but model.in_chans=3: the model takes the images the reader gives"),
+        ("data.transforms.scale=[0,1]", "data.transforms.scale is [min, max] with 0 < min <= max"),  # crashed mid-epoch
+        ("data.transforms.scale=[1.0]", "data.transforms.scale is [min, max]"),  # a raw IndexError
+        ("data.transforms.rotation=-10", "data.transforms.rotation must be >= 0"),  # silently off
+        ("data.transforms.color_jitter=-0.2", "data.transforms.color_jitter must be >= 0"),
+        ("data.transforms={mean: [0.5, 0.4, 0.3], std: [0.2, 0.2]}", "data.transforms.mean and std differ in length"),
+        # a 2-value mean on a 3-channel model was repeated to (0.5, 0.4, 0.5)
+        ("data.transforms={mean: [0.5, 0.4], std: [0.2, 0.2]}", "data.transforms.mean/std have 2 values for "
+                                                               "model.in_chans=3"),
         ("data.val_root=", "data.val_root is empty"),  # it validated on the training images
         ("model.in_chans=2", "model.in_chans=2: the image readers give 1 (grey) or 3 (RGB) channels"),
     ],

@@ -30,7 +30,10 @@ def pad_collate(
         ``(N x C x H x W images, N x H x W masks)``, plus the sizes if asked for.
 
     Example:
-        >>> loader = DataLoader(val, batch_size=4, collate_fn=functools.partial(pad_collate, multiple=32))
+        >>> # evaluation: with the sizes, each image runs at its own size (scores do not depend on the batch)
+        >>> loader = DataLoader(val, batch_size=4, collate_fn=functools.partial(pad_collate, sizes=True))
+        >>> # training: one padded size per batch
+        >>> loader = DataLoader(train, batch_size=4, collate_fn=functools.partial(pad_collate, multiple=32))
     """
     height = max(image.shape[-2] for image, _ in batch)
     width = max(image.shape[-1] for image, _ in batch)

@@ -60,9 +60,10 @@ class Normalize(v2.Transform):
             if channels == 1 and self.grey_from_rgb:
                 mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
             else:
+                hint = " (or read the images with channels=3)" if len(mean) == 3 else ""
                 raise ValueError(
                     f"normalisation has {len(mean)} values but the image has {channels} channel(s); "
-                    "pass statistics with one value per channel (or read images with channels=3)"
+                    f"pass 1 value or {channels}, one per channel{hint}"
                 )
         m = torch.tensor(mean, dtype=inpt.dtype, device=inpt.device).view(-1, 1, 1)
         s = torch.tensor(std, dtype=inpt.dtype, device=inpt.device).view(-1, 1, 1)
@@ -135,11 +136,11 @@ def build_transforms(
     """The joint image/mask pipeline for training or evaluation.
 
     Training, in order: an elastic deformation of the whole image (with probability
-    ``elastic``), random scale (with ``size``: the image is resized to fit ``size`` times a
-    factor drawn from ``scale``, then a ``size`` crop is taken, padding with 0 /
-    ``ignore_index`` where needed; without ``size``: a random zoom by ``scale`` keeping the
-    canvas), rotation by up to ``rotation`` degrees, transpose, flips, colour jitter, Gaussian
-    blur of the image alone (with probability ``blur``), normalisation.
+    ``elastic``), transpose, random scale (with ``size``: the image is resized by a factor drawn
+    from ``scale``, relative to its own size, then rotated by up to ``rotation`` degrees, and a
+    ``size`` crop is taken, padding with 0 / ``ignore_index`` where needed; without ``size``:
+    a random zoom by ``scale`` and the rotation, keeping the canvas), flips, colour jitter,
+    Gaussian blur of the image alone (with probability ``blur``), normalisation.
     Evaluation: resize to ``size`` when given (else untouched), normalisation.
 
     Args:
@@ -148,7 +149,8 @@ def build_transforms(
             (with ``std=None``) leaves images in [0, 1] (the seed projects' ``image / 255``).
         std: normalisation standard deviations.
         size: training crop / evaluation resize, an int or ``(h, w)``; ``None`` keeps sizes.
-        scale: range of the random scale factor; ``None`` disables scaling.
+        scale: ``(min, max)`` of the random scale factor, relative to the image's own size
+            (evaluation runs at that size, 1.0); ``None`` disables scaling.
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
         transpose: probability of swapping height and width (:class:`RandomTranspose`; with
@@ -196,7 +198,25 @@ def build_transforms(
         if mean is None or std is None:
             raise ValueError("give both mean and std, or neither")
         steps.append(Normalize(mean, std))
-    return v2.Compose(steps)
+    return _Joint(steps)
+
+
+class _Joint(v2.Compose):
+    """``v2.Compose`` that treats a plain ``(image, mask)`` pair as one: v2 transforms only the
+    first plain tensor of a call, so a custom dataset passing two tensors would flip the image
+    and not its mask. Such a pair is wrapped as ``tv_tensors.Image`` / ``tv_tensors.Mask``."""
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) == 2 and not any(isinstance(x, tv_tensors.TVTensor) for x in inputs):
+            image, mask = inputs
+            if not (isinstance(image, torch.Tensor) and isinstance(mask, torch.Tensor)):
+                raise TypeError(
+                    f"the transform takes (image, mask) as torch tensors (C x H x W and H x W) or tv_tensors, got "
+                    f"({type(image).__name__}, {type(mask).__name__}); convert numpy arrays with "
+                    "torch.from_numpy (an H x W x C image with .permute(2, 0, 1))"
+                )
+            inputs = (tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return super().forward(*inputs)
 
 
 class _Resize(v2.Resize):
@@ -208,13 +228,33 @@ class _Resize(v2.Resize):
         return super().transform(inpt, params)
 
 
-class _ScaleJitter(v2.ScaleJitter):
-    """``v2.ScaleJitter`` that resamples masks by pixel centres, as the image's bilinear resize does."""
+class _RandomScale(v2.Transform):
+    """Resize image and mask by one factor drawn uniformly from ``scale_range``, relative to the
+    image's own size (1.0 keeps it); masks are resampled by pixel centres, as the image's
+    bilinear resize does. (``v2.ScaleJitter`` scales relative to a target size instead: with
+    the crop size as target, every image shrank to about the crop, while evaluation ran at the
+    images' own scale.)"""
+
+    def __init__(self, scale_range: Sequence[float]) -> None:
+        super().__init__()
+        low, high = (float(s) for s in scale_range)
+        self.scale_range = (low, high)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        factor = low + float(torch.rand(())) * (high - low)
+        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
             return v2.functional.resize(inpt, params["size"], interpolation=_NEAREST_EXACT)
-        return super().transform(inpt, params)
+        if isinstance(inpt, (tv_tensors.Image, torch.Tensor)):
+            return v2.functional.resize(inpt, params["size"], interpolation=_BILINEAR, antialias=True)
+        return inpt
+
+    def extra_repr(self) -> str:
+        return f"scale_range={self.scale_range}"
 
 
 class _UnitRange(v2.Transform):
@@ -279,7 +319,7 @@ def _geometric(
         return steps
     crop = _pair(size)
     if scale is not None:
-        steps.append(_ScaleJitter(crop, scale_range=tuple(scale), antialias=True))
+        steps.append(_RandomScale(scale))
     if rotation > 0:
         steps.append(v2.RandomRotation(rotation, interpolation=_BILINEAR, fill=fill))
     steps.append(v2.RandomCrop(crop, pad_if_needed=True, fill=fill))

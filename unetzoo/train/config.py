@@ -229,6 +229,10 @@ class TrainConfig:
             (self.data.kind != "drive" or self.data.label_map is None,
              "data.label_map does not apply to data.kind=drive (its labels are the vessel annotation)"),
         ]
+        checks.append((self.data.channels is None or self.data.channels == self.model.in_chans,
+                       f"data.channels={self.data.channels} but model.in_chans={self.model.in_chans}: the model takes "
+                       "the images the reader gives; set them alike, or leave data.channels out (it follows "
+                       "model.in_chans)"))
         t = self.data.transforms
         for key in ("hflip", "vflip", "transpose", "elastic", "blur"):
             p = getattr(t, key)
@@ -238,6 +242,20 @@ class TrainConfig:
             checks.append((value is None or (isinstance(value, int) and value >= 1)
                            or (isinstance(value, list) and len(value) == 2 and all(v >= 1 for v in value)),
                            f"data.transforms.{key} is a side, [height, width] or null, got {value}"))
+        checks.append((t.scale is None or (len(t.scale) == 2 and 0 < t.scale[0] <= t.scale[1]),
+                       f"data.transforms.scale is [min, max] with 0 < min <= max (1.0: the image's own size), "
+                       f"or null for no scaling; got {t.scale}"))
+        for key in ("rotation", "color_jitter", "elastic_alpha"):
+            value = getattr(t, key)
+            checks.append((value >= 0, f"data.transforms.{key} must be >= 0 (0 turns it off), got {value}"))
+        checks.append((t.elastic_sigma > 0, f"data.transforms.elastic_sigma is a width in pixels, > 0; "
+                                            f"got {t.elastic_sigma}"))
+        if t.mean is not None and t.std is not None:
+            checks.append((len(t.mean) == len(t.std), f"data.transforms.mean and std differ in length: "
+                                                        f"{t.mean} vs {t.std}"))
+            checks.append((len(t.mean) in (1, self.model.in_chans) or (len(t.mean) == 3 and self.model.in_chans == 1),
+                           f"data.transforms.mean/std have {len(t.mean)} values for model.in_chans="
+                           f"{self.model.in_chans}; give 1 value or one per channel"))
         checks.append((len(t.blur_sigma) == 2 and 0 < t.blur_sigma[0] <= t.blur_sigma[1],
                        f"data.transforms.blur_sigma is [min, max] with 0 < min <= max, got {t.blur_sigma}"))
         checks.append((t.std is None or all(s > 0 for s in t.std),

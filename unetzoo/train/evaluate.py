@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -92,9 +93,12 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
     # its labels, so that eval scores the masks predict writes
     from unetzoo.inference.predict import _activation, flip_averaged, predict
 
-    if whole:
+    if whole:  # padded to the stride before flipping, as predict's window is: the padding flips too
         activation = _activation(model)
-        probs = flip_averaged(lambda x: activation(model(x)), images)
+        h, w = images.shape[-2:]
+        m = int(getattr(model, "pad_multiple", None) or 1)
+        padded = F.pad(images, (0, -(-w // m) * m - w, 0, -(-h // m) * m - h))
+        probs = flip_averaged(lambda x: activation(model(x)), padded)[..., :h, :w]
     else:
         size = None if valid_conv else tile  # predict's default tile for valid networks (572)
         probs = torch.stack([predict(model, image, tile=size, output="probs", dtype=dtype, tta=tta)
@@ -158,7 +162,10 @@ def evaluate(
 
     Args:
         model: the network (eval mode is set here and the previous mode restored).
-        loader: yields ``(images, masks)`` batches.
+        loader: yields ``(images, masks)`` batches, or ``(images, masks, sizes)`` from
+            ``pad_collate(..., sizes=True)``, which images of different sizes need: without the
+            sizes, an image padded to a larger one's size is scored with the padding's influence
+            on its predictions, so the scores depend on the batch.
         num_classes: classes of the model (1 = one-output binary model).
         ignore_index: mask label that is not counted.
         device: where to run.
