@@ -30,6 +30,19 @@ def test_atomic_files_get_the_umask_permissions_not_mkstemps(tmp_path: Path, uma
     assert _mode(tmp_path / "a.bin") == _mode(tmp_path / "plain.bin") == 0o666 & ~umask
 
 
+def test_saved_model_files_are_all_readable_as_plain_files_are(tmp_path: Path) -> None:
+    """safetensors' save_file makes its file 0o600 (it writes a new file and renames it): the
+    weights of a folder shared with a group, or read by a service running as another user, were
+    the one file they could not read."""
+    old = os.umask(0o022)
+    try:
+        folder = unetzoo.create("unet-classic", base_c=4).save_pretrained(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    modes = {p.name: _mode(p) for p in folder.iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644, "README.md": 0o644}
+
+
 def test_replace_dir_puts_a_stranded_old_folder_back(tmp_path: Path) -> None:
     """A save killed between 'folder -> .folder.old' and '.folder.tmp -> folder' loses nothing."""
     stranded = tmp_path / ".best.old"

@@ -60,10 +60,12 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     paths = [Path(p) for p in paths]
     tmps: list[Path] = []
     try:
+        mode = 0o666 & ~_umask()
         for path in paths:
             tmps.append(_temporary_beside(path))
-            os.chmod(tmps[-1], 0o666 & ~_umask())  # os.fchmod is POSIX-only before Python 3.13
         yield list(tmps)
+        for tmp in tmps:  # after writing: a writer may have replaced the file (safetensors' save_file makes 0o600)
+            os.chmod(tmp, mode)  # os.fchmod is POSIX-only before Python 3.13
         if len(paths) > 1:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(paths[-1])
