@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import warnings
 
@@ -287,6 +288,27 @@ def test_pickle_that_needs_code_is_refused(tmp_path):
                                          r"for a training dict.*obj\['model'\]") as err:
         unetzoo.create("unet-classic", checkpoint=path)
     assert str(path) in str(err.value)
+
+
+class _RunsCode:
+    """A pickle that calls os.system when loaded unsafely."""
+
+    def __init__(self, flag):
+        self.flag = str(flag)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.flag}",)
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "pretrained"])
+def test_a_pickle_that_would_run_a_command_is_named_as_such(tmp_path, how):
+    """torch words this case 'unsupported GLOBAL posix.system whose module posix is blocked':
+    the file was called 'damaged', not one that would run code."""
+    flag = tmp_path / "ran"
+    path = _save({"conv1.weight": torch.zeros(1), "x": _RunsCode(flag)}, tmp_path)
+    with pytest.raises(ValueError, match=r"would call (posix|os|nt)\.system while loading.*Nothing was run"):
+        unetzoo.create("unet-resnet18", **{how: path})
+    assert not flag.exists()
 
 
 def test_unreadable_and_missing_files(tmp_path):

@@ -89,6 +89,13 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        blocked = re.search(r"unsupported GLOBAL ([\w.]+) whose module ([\w.]+) is blocked", str(err), re.IGNORECASE)
+        if blocked is not None:  # os.system, subprocess, builtins.eval: torch refuses these outright
+            raise ValueError(
+                f"cannot read {path}: it would call {blocked[1]} while loading, code that can do anything on "
+                "this machine (a malicious or tampered file). Nothing was run. Do not load it unless you know "
+                "exactly where it came from"
+            ) from None
         if found is None:
             raise ValueError(f"cannot read {path}: not a PyTorch checkpoint, or a damaged one") from None
         raise ValueError(
