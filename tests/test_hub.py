@@ -438,6 +438,51 @@ def test_cli_pull_in_a_fresh_process(saved, hub_server, tmp_path):
     assert torch.equal(_logits(from_pretrained(dest), x), expected)
 
 
+def test_a_failed_pull_leaves_the_model_already_there_whole(saved, hub_env, tmp_path, monkeypatch):
+    """A pull that died after the new config.json arrived left it beside the old weights, and the
+    folder loaded with the wrong normalisation; a repository that fails the check left its files."""
+    import huggingface_hub
+
+    from unetzoo.hub import pull
+
+    _, folder, x, expected = saved
+    hub_env.publish("org/v1", folder)
+    dest = pull("org/v1", tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+    assert FILES <= set(before)
+
+    changed = _copy(folder, tmp_path / "v2")
+    _edit_config(changed, preprocessing={"mean": [0.0, 0.0], "std": [1.0, 1.0], "input_size": None})
+    hub_env.publish("org/v2", changed)
+    real = huggingface_hub.snapshot_download
+
+    def dies_after_the_config(repo_id, *, local_dir, **kwargs):
+        real(repo_id, local_dir=local_dir, allow_patterns=["config.json"], **kwargs)
+        import httpx
+
+        raise httpx.RemoteProtocolError("peer closed connection while sending model.safetensors")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", dies_after_the_config)
+    with pytest.raises(ConnectionError, match="cannot pull org/v2"):
+        pull("org/v2", dest)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", real)
+    after = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+    assert after == before
+    assert torch.equal(_logits(from_pretrained(dest), x), expected)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((folder / "config.json").read_bytes())  # no weights
+    hub_env.publish("org/broken", broken)
+    with pytest.raises(FileNotFoundError):
+        pull("org/broken", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fresh.pull-")]
+
+    pull("org/v2", dest)  # and a pull that succeeds replaces the model whole
+    assert json.loads((dest / "config.json").read_text())["preprocessing"]["mean"] == [0.0, 0.0]
+
+
 def test_cli_pull_errors(hub_env, tmp_path, capsys, monkeypatch):
     assert cli(["pull", "org/absent", str(tmp_path / "x")]) == 1
     assert "no repository org/absent" in capsys.readouterr().err

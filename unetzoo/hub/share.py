@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unetzoo._atomic import link_or_copy
+from unetzoo._atomic import atomic_paths, link_or_copy
 from unetzoo.hub.card import retarget_card
 from unetzoo.hub.load import model_files, read_config
 from unetzoo.hub.save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
@@ -184,17 +184,45 @@ def push_to_hub(
 
 
 def pull(repo_id: str, local_dir: str | os.PathLike, *, revision: str | None = None, token=None) -> Path:
-    """Download a model repository into ``local_dir``; ``from_pretrained(local_dir)`` then works offline."""
+    """Download a model repository into ``local_dir``; ``from_pretrained(local_dir)`` then works offline.
+
+    The repository is downloaded and checked beside ``local_dir`` first; only then do its files
+    replace those in ``local_dir`` (the model's three together, as :func:`save_pretrained`
+    writes them), so a failed or interrupted pull leaves a model already there whole, never
+    one revision's config beside another's weights.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     endpoint = _require_network(f"pull {repo_id}")
-    try:
-        with _network_errors(endpoint, f"pull {repo_id}"):
-            folder = snapshot_download(repo_id, revision=revision, token=token, local_dir=local_dir,
-                                       endpoint=endpoint)
-    except RevisionNotFoundError:
-        raise FileNotFoundError(f"{repo_id} on {endpoint} has no revision {revision!r}") from None
-    except RepositoryNotFoundError:
-        raise FileNotFoundError(f"no repository {repo_id} on {endpoint} (a private one needs token=...)") from None
-    return check_folder(folder)  # the weights too: a corrupt file is found here, not at the first load
+    target = Path(local_dir).expanduser()
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"cannot pull {repo_id} into {target}: it is a file; give a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.pull-", dir=target.parent) as staging:
+        try:
+            with _network_errors(endpoint, f"pull {repo_id}"):
+                snapshot_download(repo_id, revision=revision, token=token, local_dir=staging, endpoint=endpoint)
+        except RevisionNotFoundError:
+            raise FileNotFoundError(f"{repo_id} on {endpoint} has no revision {revision!r}") from None
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(f"no repository {repo_id} on {endpoint} (a private one needs token=...)") from None
+        check_folder(staging)  # the weights too: a corrupt file is found here, not at the first load
+        _install(Path(staging), target)
+    return target
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move a checked download into ``target``: the repository's other files first, then the
+    model's files together (config.json last, the mark of a whole model)."""
+    model = [n for n in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME) if (staging / n).is_file()]
+    for path in sorted(staging.rglob("*")):
+        relative = path.relative_to(staging)
+        if path.is_dir() or relative.parts[0] == ".cache" or str(relative) in model:
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target / relative)
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_paths([target / n for n in model]) as tmps:
+        for name, tmp in zip(model, tmps):
+            os.replace(staging / name, tmp)
