@@ -63,6 +63,23 @@ def _edit_config(folder: Path, **changes) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def test_load_errors_name_the_config_its_version_or_the_override(saved, tmp_path, no_network):
+    _, folder, _, _ = saved
+    newer = _copy(folder, tmp_path / "newer")
+    config = json.loads((newer / "config.json").read_text())
+    config["model_args"]["new_option"] = 1  # a constructor option added by a later release
+    config["unetzoo_version"] = "9.0.0"
+    (newer / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TypeError, match=r"newer/config\.json describes a model this unetzoo .* cannot build: .*"
+                                        r"new_option.*saved by unetzoo 9\.0\.0; upgrade unetzoo"):
+        from_pretrained(newer)
+    for key in ("subfolder", "pretrained"):  # refused before anything is downloaded (no_network)
+        with pytest.raises(TypeError, match=rf"from_pretrained does not take \['{key}'\]"):
+            from_pretrained("org/not-fetched", **{key: "x"})
+    with pytest.raises(ValueError, match=r"the override\(s\) \{'in_chans': 1\} change the architecture"):
+        from_pretrained(folder, in_chans=1)
+
+
 # ------------------------------------------------------------------ save / load round trip
 def test_round_trip_is_bit_identical_and_never_downloads(saved, monkeypatch, no_network):
     model, folder, x, expected = saved

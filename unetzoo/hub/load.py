@@ -153,6 +153,11 @@ def _fit_output_layer(model, state: dict[str, torch.Tensor], saved: int, path: P
     return {**state, **{k: own[k] for k in reinit}}
 
 
+#: create()'s and huggingface_hub's keywords, which are no model options
+_NOT_MODEL_OPTIONS = frozenset({"pretrained", "checkpoint", "subfolder", "force_download", "resume_download",
+                                "proxies", "local_dir", "repo_type", "endpoint"})
+
+
 def from_pretrained(
     dir_or_repo_id: str | os.PathLike,
     *,
@@ -189,6 +194,13 @@ def from_pretrained(
     from unetzoo.convert import load_converted
     from unetzoo.weights.local import read_safetensors
 
+    not_options = sorted(set(overrides) & _NOT_MODEL_OPTIONS)
+    if not_options:  # before any download
+        raise TypeError(
+            f"from_pretrained does not take {not_options}: it loads the saved weights (pretrained= and checkpoint= "
+            "are create()'s), and of the Hub download settings it takes revision, token, cache_dir and "
+            "local_files_only; for a repository subfolder, pull the repository and pass the folder's path"
+        )
     hub_kwargs = dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only)
     config_path, weights_path = model_files(dir_or_repo_id, **hub_kwargs)
     config = read_config(config_path)
@@ -196,13 +208,28 @@ def from_pretrained(
     saved = int(args["num_classes"])
     if num_classes is not None:
         args["num_classes"] = num_classes
-    model = unetzoo.create(config["model_name"], pretrained=False, **args)
+    try:
+        model = unetzoo.create(config["model_name"], pretrained=False, **args)
+    except (TypeError, ValueError) as err:  # (an unknown model name is UnknownModelError, a KeyError)
+        if overrides:
+            raise type(err)(f"{err} (from_pretrained's override(s) {sorted(overrides)})") from None
+        version = config.get("unetzoo_version")
+        raise type(err)(
+            f"{config_path} describes a model this unetzoo ({unetzoo.__version__}) cannot build: {err}"
+            + (f". It was saved by unetzoo {version}; upgrade unetzoo to load it" if version else "")
+        ) from None
     state = read_safetensors(weights_path)
     if num_classes is not None and num_classes != saved:
         state = _fit_output_layer(model, state, saved, weights_path)
     try:
         load_converted(model, state, source=str(weights_path))
     except ValueError as err:
+        if overrides:
+            raise ValueError(
+                f"the override(s) {overrides} change the architecture, so {weights_path} no longer fits it: {err}. "
+                "from_pretrained takes only options that keep the parameters' shapes (e.g. drop_path_rate); "
+                "num_classes= replaces the output layer"
+            ) from None
         raise ValueError(f"{weights_path} does not fit the model described by {config_path}: {err}") from None
     if isinstance(config.get("dtype"), str):  # saved in bfloat16/float16: back to it, bit for bit
         dtype = getattr(torch, config["dtype"], None)
