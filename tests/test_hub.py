@@ -119,6 +119,23 @@ def test_model_card_metadata_and_usage(tmp_path, no_network):
     assert json.loads((resaved / "config.json").read_text())["pretrained_from"] == config["pretrained_from"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_cards_usage_snippet_runs(dtype, tmp_path):
+    """The card's snippet crashed for a model saved in bfloat16 (a float32 input)."""
+    import re
+
+    torch.manual_seed(0)
+    model = unetzoo.create("unet-classic", base_c=4).to(dtype)
+    folder = model.save_pretrained(tmp_path / "m")
+    text = (folder / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    code = re.sub(r'from_pretrained\("[^"]*"\)', f"from_pretrained({str(folder)!r})", code)
+    scope = {"image": torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8)}
+    exec(code, scope)
+    assert scope["logits"].shape == (1, 2, 40, 48) and scope["logits"].dtype == dtype
+    assert (dtype == torch.bfloat16) == ("stored in bfloat16" in text)
+
+
 def test_reloaded_model_uses_the_recorded_preprocessing(saved, tmp_path):
     folder = _copy(saved[1], tmp_path / "m")
     _edit_config(folder, preprocessing={"mean": [0.1, 0.2], "std": [0.3, 0.4], "input_size": None})

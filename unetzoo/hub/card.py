@@ -75,19 +75,21 @@ def model_card(
             lines.append(f"Its encoder started from the weights file `{Path(started['location']).name}`.")
         else:
             lines.append(f"Its encoder started from the pretrained weights `{started['tag']}` ({started['location']}).")
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "import unetzoo",
+    dtype = config.get("dtype")  # saved in bfloat16/float16: from_pretrained gives it back in that dtype
+    usage = ["import unetzoo"] if not dtype else ["import torch", "import unetzoo"]
+    usage += [
         f'model = unetzoo.from_pretrained("{where}")   # never downloads encoder weights',
         "preprocess = unetzoo.transforms_for(model)      # mean/std recorded in config.json",
-        "logits = model(preprocess(image).unsqueeze(0))  # image: uint8 tensor (C, H, W)",
-        "```",
-        "",
-        f"Preprocessing: scale to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}.",
     ]
+    if dtype:
+        usage.append(f"x = preprocess(image).unsqueeze(0).to(torch.{dtype})  # the weights are {dtype}")
+        usage.append("logits = model(x)                               # image: uint8 tensor (C, H, W)")
+    else:
+        usage.append("logits = model(preprocess(image).unsqueeze(0))  # image: uint8 tensor (C, H, W)")
+    lines += ["", "## Usage", "", "```python", *usage, "```", "",
+              f"Preprocessing: scale to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}."]
+    if dtype:
+        lines.append(f"The weights are stored in {dtype}; `model.float()` gives a float32 model.")
     if metrics:
         lines += _results(metrics)
     return _header(config, license, datasets, metrics, tags) + "\n" + "\n".join(lines) + "\n"
