@@ -332,6 +332,19 @@ def test_hub_weights_come_from_the_commit_the_config_came_from(monkeypatch, tmp_
     assert config.parent == weights.parent
 
 
+def test_push_refuses_weights_that_do_not_fit_their_config(saved, fake_hub, tmp_path):
+    """A config.json edited to 4 classes beside 3-class weights was uploaded, then failed every load."""
+    _, folder, _, _ = saved
+    edited = _copy(folder, tmp_path / "edited")
+    config = json.loads((edited / "config.json").read_text())
+    config["model_args"]["num_classes"] = 4
+    (edited / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"edited/model\.safetensors does not fit the model described by "
+                                         r".*edited/config\.json: .*expected \(4, "):
+        unetzoo.hub.push_folder(edited, "org/edited")
+    assert "create_repo" not in fake_hub and "upload_folder" not in fake_hub
+
+
 def test_push_refuses_offline_before_any_hub_call(saved, fake_hub, monkeypatch):
     monkeypatch.setattr("unetzoo.hub.share.network_block_reason", lambda url: "HF_HUB_OFFLINE=1")
     with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE=1"):

@@ -52,12 +52,24 @@ def _network_errors(endpoint: str, action: str) -> Iterator[None]:
 
 
 def check_folder(folder: str | os.PathLike) -> Path:
-    """Check that ``folder`` holds a loadable saved model (readable config and safetensors)."""
+    """Check that ``folder`` holds a loadable saved model: a readable config, readable
+    safetensors, and weights whose names and shapes fit the model the config describes (built
+    on the meta device: no memory, no download)."""
+    import unetzoo
+    from unetzoo.convert import _problems
+    from unetzoo.hub.load import _from_json
     from unetzoo.weights.local import read_safetensors
 
     config_path, weights_path = model_files(folder)
-    read_config(config_path)
-    read_safetensors(weights_path)
+    config = read_config(config_path)
+    state = read_safetensors(weights_path)
+    args = {k: _from_json(v) for k, v in config["model_args"].items()}
+    with torch.device("meta"):
+        model = unetzoo.create(config["model_name"], pretrained=False, **args)
+    problems = _problems(model, state)
+    if problems:
+        raise ValueError(f"{weights_path} does not fit the model described by {config_path}: {'; '.join(problems)}; "
+                         "save the model again with save_pretrained")
     return Path(folder)
 
 
