@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  wall time {elapsed / 60:.1f} min (CPU time {cpu / 60:.1f} min); goal IoU >= {GOAL_IOU} in < {GOAL_SECONDS // 60} min: "
           f"{'met' if met else 'NOT met'}")
     print(f"outputs in {out}/: best/ and last/ (unetzoo.from_pretrained), metrics.csv, metrics.jsonl, "
-          "curves.png, overlays.png, train_state.pt")
+          "curves.png, overlays.png, train_state.pt, config.yaml")
     # the eval command reads the same held-out images unless the data section uses keys it lacks
     if (data.kind, data.val_root, data.label_map, data.binary, data.skip_bad) == ("folder", None, None, None, False):
         folders = "".join(f" --{flag} {value}" for flag, value, default in (
