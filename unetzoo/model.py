@@ -319,6 +319,8 @@ class SegmentationModel(UnetZooModel):
         """A backbone of unpadded convolutions (inception_v3) that cannot run an input this small
         fails deep inside torch ("Kernel size can't be greater than actual input size"): name the
         smallest side it runs instead. Any other error is returned as it was."""
+        if not any(s in str(err) for s in ("Kernel size", "padded input size", "Output size is too small")):
+            return err
         smallest = self.min_input_size
         if min(h, w) >= smallest:
             return err

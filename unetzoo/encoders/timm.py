@@ -223,8 +223,8 @@ def _dataflow_stages(encoder: TimmEncoder, size: tuple[int, int]) -> list[list[t
 
     One forward pass of a zero image (no random numbers drawn; norms in eval mode, so their
     running statistics do not move; on the meta device when the weights are there) records
-    the output of each module a stage holds whole (:func:`_units`). Walking the autograd graph back from each feature finds the
-    outputs and parameters it depends on. The input and every parameter require grad during
+    the output of each module a stage holds whole (:func:`_units`). Walking the autograd graph
+    back from each feature finds the outputs and parameters it depends on. The input and every parameter require grad during
     the pass, so the graph reaches every module, frozen or not. Modules no feature needs are in
     no stage.
 
