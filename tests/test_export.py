@@ -357,3 +357,26 @@ def test_onnx_check_leaves_the_models_modes_as_they_were(tmp_path):
     path = export_model(model, tmp_path / "m.onnx")
     onnx_max_abs_diff(path, model, [torch.randn(1, 3, 32, 32)])
     assert model.training and not norm.training
+
+
+def test_a_failed_export_leaves_an_earlier_file_whole(tmp_path, monkeypatch):
+    """The file was written in place: a full disk left a truncated ONNX/TorchScript file where a
+    good one had been."""
+    import unetzoo.export as export
+
+    model = _model("unet-classic")
+    path = export_model(model, tmp_path / "m.onnx")
+    good = path.read_bytes()
+
+    def fails_half_way(program, target, *, opset=None):
+        Path(target).write_bytes(good[: len(good) // 3])
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(export, "save_onnx", fails_half_way)
+    with pytest.raises(OSError, match="No space left on device") as err:
+        export_model(model, path)
+    assert err.value.filename == str(path)  # the user's file, not the temporary one
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder.onnx is a folder"):
+        export_model(model, tmp_path / "folder.onnx")

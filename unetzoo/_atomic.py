@@ -24,30 +24,39 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
 
     The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the
     umask), not ``mkstemp``'s private ``0o600``. On an exception the temporary file is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was. ``keep_suffix``: the temporary name ends in ``path``'s
+    suffix too, for writers that choose the format by it (``.pt2``, ``.onnx``).
 
     Example:
         >>> with atomic_path("out/model.bin") as tmp:
         ...     tmp.write_bytes(data)
     """
-    with atomic_paths([path]) as (tmp,):
+    with atomic_paths([path], keep_suffix=keep_suffix) as (tmp,):
         yield tmp
 
 
-def _temporary_beside(path: Path) -> Path:
+def _temporary_beside(path: Path, keep_suffix: bool = False) -> Path:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {path.parent} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     return Path(tmp)
 
 
 @contextlib.contextmanager
-def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+def atomic_paths(paths: Sequence[str | os.PathLike], *, keep_suffix: bool = False) -> Iterator[list[Path]]:
     """:func:`atomic_path` for a set of files that belong together (weights and their config).
 
     Every temporary file is written in full before any of ``paths`` is touched, so a failure
@@ -62,7 +71,7 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     try:
         mode = 0o666 & ~_umask()
         for path in paths:
-            tmps.append(_temporary_beside(path))
+            tmps.append(_temporary_beside(path, keep_suffix))
         yield list(tmps)
         for tmp in tmps:  # after writing: a writer may have replaced the file (safetensors' save_file makes 0o600)
             os.chmod(tmp, mode)  # os.fchmod is POSIX-only before Python 3.13
@@ -71,10 +80,14 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
                 os.unlink(paths[-1])
         for tmp, path in zip(tmps, paths):
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         for tmp in tmps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        named = {str(t): p for t, p in zip(tmps, paths)}
+        if isinstance(err, OSError) and str(err.filename) in named:  # name the user's file, not the temporary one
+            path = named[str(err.filename)]
+            raise type(err)(err.errno, err.strerror, str(path)) from None
         raise
 
 

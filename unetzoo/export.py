@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetzoo._atomic import atomic_path
 from unetzoo._modes import evaluating, fixed_input_size, param_dtype
 
 __all__ = [
@@ -358,14 +359,21 @@ def export_model(
     path = Path(path)
     if format == "exported-program" and path.suffix != ".pt2":
         raise ValueError(f"{path}: torch.export.load only reads .pt2 archives; name the file {path.with_suffix('.pt2')}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _exporting(model, torch.float32):  # the caller's model is left as it was
-        if format == "onnx":
-            save_onnx(export_program(model, example, dynamic=dynamic), path, opset=opset)
-        elif format == "exported-program":
-            torch.export.save(export_program(model, example, dynamic=dynamic), str(path))
-        else:
-            export_torchscript(model, example).save(str(path))  # warns: TorchScript is deprecated
+    # written beside path and renamed: a failed write (a full disk) leaves an earlier file whole
+    with _exporting(model, torch.float32), atomic_path(path, keep_suffix=True) as tmp:
+        try:
+            if format == "onnx":
+                save_onnx(export_program(model, example, dynamic=dynamic), tmp, opset=opset)
+            elif format == "exported-program":
+                torch.export.save(export_program(model, example, dynamic=dynamic), str(tmp))
+            else:
+                export_torchscript(model, example).save(str(tmp))  # warns: TorchScript is deprecated
+        except ValueError as err:  # save_onnx names the file it was given: the user's
+            raise ValueError(str(err).replace(str(tmp), str(path))) from None
+        except RuntimeError as err:
+            if "file" not in str(err).lower():  # an export error, not a write error: as it is
+                raise
+            raise OSError(f"cannot write {path}: {str(err).splitlines()[0]}") from err
     return path
 
 
