@@ -585,6 +585,43 @@ def test_eval_cli_matches_an_independent_computation(run, blobs: Path, tmp_path:
         metrics["pixel_accuracy"], abs=0.05)
 
 
+def test_eval_cli_scores_a_runs_validation_data_as_the_run_read_it(blobs: Path, tmp_path: Path, capsys) -> None:
+    """eval --data knows no label_map: a run trained on swapped labels was scored against the
+    unswapped ones, silently. --config reads the data as the run did; --data says what it skips."""
+    cfg = tiny_config(blobs, tmp_path / "swapped", epochs=1)
+    cfg["data"]["label_map"] = {0: 1, 255: 0}  # the blobs are background, the rest foreground
+    run = fit(cfg)
+    capsys.readouterr()
+    report = tmp_path / "m.json"
+    assert main(["eval", str(run.last_dir), "--config", str(run.output_dir / "config.yaml"),
+                 "--json", str(report)]) == 0
+    scored = json.loads(report.read_text())
+    assert scored["images"] == 3 and scored["metrics"]["fg_iou"] == pytest.approx(run.metrics["fg_iou"], abs=1e-9)
+    assert main(["eval", str(run.last_dir), "--data", str(blobs), "--holdout", "0.25"]) == 0
+    assert "reads its labels with label_map={0: 1, 255: 0}, which --data does not apply; pass --config" in (
+        capsys.readouterr().err)
+    assert main(["eval", str(run.last_dir)]) == 2
+    assert "give --data ROOT (a data set) or --config RUN/config.yaml" in capsys.readouterr().err
+
+
+def test_eval_json_is_strict_json(run, blobs: Path, tmp_path: Path, capsys) -> None:
+    """A class absent from the data has NaN metrics: JSON has no NaN (JavaScript's parser refused
+    the file); they are written as null. A folder as --json is refused before the evaluation."""
+    report = tmp_path / "m.json"
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    for stem in ("a", "b"):  # background only: no foreground pixel anywhere
+        Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(empty / "images" / f"{stem}.png")
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(empty / "masks" / f"{stem}.png")
+    assert main(["eval", str(run.last_dir), "--data", str(empty), "--json", str(report)]) == 0
+    text = report.read_text()
+    assert "NaN" not in text and json.loads(text)["metrics"]["per_class_accuracy"][1] is None
+    assert main(["eval", str(run.last_dir), "--data", str(empty), "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give a file name" in err and "image(s)" not in capsys.readouterr().out
+
+
 def test_eval_cli_errors_are_one_line(run, blobs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cases = [
         (["--json", str(tmp_path / "nowhere" / "m.json")], "nowhere"),  # before the evaluation, not after

@@ -26,18 +26,18 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; a class absent from the data has no IoU
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_history(history: Sequence[Mapping[str, Any]], folder: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``metrics.jsonl`` and ``metrics.csv`` for ``history`` (one record per epoch)."""
     folder = Path(folder)
-    jsonl = "".join(json.dumps({k: _json_safe(v) for k, v in r.items()}) + "\n" for r in history)
+    jsonl = "".join(json.dumps({k: json_safe(v) for k, v in r.items()}) + "\n" for r in history)
     _atomic_text(folder / JSONL_NAME, jsonl)
     columns: list[str] = []
     for record in history:
