@@ -240,6 +240,38 @@ def test_same_file_names_in_two_inputs_get_separate_outputs(saved_model, tmp_pat
             assert np.array_equal(overlay[labels == 0], image[labels == 0])
 
 
+def test_clashing_names_do_not_depend_on_the_argument_order(saved_model, tmp_path):
+    """a/x.png b/x.png and b/x.png a/x.png swapped x_png and x_png_2: a re-run into the same folder
+    silently gave each name the other image's result."""
+    _write_rgb(tmp_path / "a" / "x.png", 24, 32, 3)
+    _write_rgb(tmp_path / "b" / "x.png", 24, 32, 4)
+    outputs = []
+    for order in (("a", "b"), ("b", "a")):
+        out = tmp_path / f"out_{''.join(order)}"
+        assert main(["predict", str(saved_model), *(str(tmp_path / d / "x.png") for d in order), "--out", str(out)]) == 0
+        outputs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outputs[0] == outputs[1]
+
+
+def test_one_images_outputs_are_written_together(saved_model, images, tmp_path, monkeypatch):
+    """A write that failed part-way left the new labels beside the earlier run's overlay."""
+    from unetzoo import io as unetzoo_io
+
+    out = tmp_path / "out"
+    assert main(["predict", str(saved_model), str(images / "a.png"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(path, image):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(unetzoo_io, "write_png", full_disk)  # the overlay, written after the labels
+    torch.manual_seed(1)
+    other = unetzoo.create("unet-classic", base_c=4, bilinear=True, num_classes=2)
+    other.save_pretrained(tmp_path / "other")
+    assert main(["predict", str(tmp_path / "other"), str(images / "a.png"), "--out", str(out)]) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_float_tiffs_are_normalised_like_the_same_image_in_16_bits(saved_model, tmp_path):
     """Training reads float images as [0, 1] intensities and normalises them; so does predict."""
     grey = (np.arange(24 * 32).reshape(24, 32) * 85).astype(np.uint16)

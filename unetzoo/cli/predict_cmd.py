@@ -105,7 +105,8 @@ def collect_images(inputs: list[str], exclude: Path | None = None) -> tuple[list
     first: dict[tuple[Path, Path], tuple[Path, Path]] = {}
     for p, rel in found:  # a file named twice is segmented once
         first.setdefault((p.resolve(), rel), (p, rel))
-    found = list(first.values())
+    # in path order, not argument order: a/x.png and b/x.png get x_png and x_png_2 however named
+    found = sorted(first.values(), key=lambda pr: (str(pr[1]), str(pr[0].resolve())))
     stems = [rel.with_suffix("") for _, rel in found]
     clash = {s for s in stems if stems.count(s) > 1}
     wanted = [rel.with_name(f"{rel.stem}_{rel.suffix[1:]}") if stem in clash else stem
@@ -176,17 +177,26 @@ def _write_outputs(args: argparse.Namespace, image, probs, base: Path) -> None:
     import torch
 
     from unetzoo import io
+    from unetzoo._atomic import atomic_paths
     from unetzoo.inference import scores_to_labels
 
     labels = scores_to_labels(torch.from_numpy(probs)).numpy()
-    io.write_label_png(_output(base, "_labels.png"), labels)
+    writers = {"_labels.png": lambda path: io.write_label_png(path, labels)}
     if args.overlay:
-        io.write_png(_output(base, "_overlay.png"), io.overlay(image, labels, alpha=args.alpha))
+        writers["_overlay.png"] = lambda path: io.write_png(path, io.overlay(image, labels, alpha=args.alpha))
     if args.probs:
         if probs.shape[0] <= 2:
-            io.write_probability_png(_output(base, "_prob.png"), probs[-1])
+            writers["_prob.png"] = lambda path: io.write_probability_png(path, probs[-1])
         else:
-            io.save_npy(_output(base, "_probs.npy"), probs.astype(np.float16))
+            writers["_probs.npy"] = lambda path: io.save_npy(path, probs.astype(np.float16))
+    # one image's files together: a failure part-way leaves an earlier run's set whole, never this
+    # model's labels beside another's overlay
+    with atomic_paths([_output(base, suffix) for suffix in writers]) as tmps:
+        for write, tmp in zip(writers.values(), tmps):
+            write(tmp)
+    if args.probs:  # the other probability format, from an earlier model with another number of classes
+        other = "_probs.npy" if "_prob.png" in writers else "_prob.png"
+        _output(base, other).unlink(missing_ok=True)
 
 
 def _segment(args: argparse.Namespace, model, path: Path, stem: Path, single: bool) -> None:
