@@ -530,6 +530,31 @@ def test_a_failed_pull_leaves_the_model_already_there_whole(saved, hub_env, tmp_
     assert json.loads((dest / "config.json").read_text())["preprocessing"]["mean"] == [0.0, 0.0]
 
 
+def test_pull_replaces_what_it_pulled_and_never_a_users_file(saved, hub_env, tmp_path):
+    """A pull overwrote the user's notes.txt with the repository's, and kept an earlier
+    revision's extra files beside the new model."""
+    from unetzoo.hub import pull
+
+    _, folder, _, _ = saved
+    first = _copy(folder, tmp_path / "first")
+    (first / "model.onnx").write_bytes(b"first revision's export")
+    hub_env.publish("org/first", first)
+    dest = pull("org/first", tmp_path / "model")
+    assert (dest / "model.onnx").is_file()
+    (dest / "mine.txt").write_text("my notes")
+    hub_env.publish("org/second", folder)  # no model.onnx in this one
+    pull("org/second", dest)
+    assert not (dest / "model.onnx").exists() and (dest / "mine.txt").read_text() == "my notes"
+
+    theirs = _copy(folder, tmp_path / "theirs")
+    (theirs / "mine.txt").write_text("the repository's file")
+    hub_env.publish("org/theirs", theirs)
+    config = (dest / "config.json").read_bytes()
+    with pytest.raises(FileExistsError, match=r"would replace mine\.txt, which no earlier pull wrote there"):
+        pull("org/theirs", dest)
+    assert (dest / "mine.txt").read_text() == "my notes" and (dest / "config.json").read_bytes() == config
+
+
 def test_cli_pull_errors(hub_env, tmp_path, capsys, monkeypatch):
     assert cli(["pull", "org/absent", str(tmp_path / "x")]) == 1
     assert "no repository org/absent" in capsys.readouterr().err

@@ -224,17 +224,43 @@ def pull(repo_id: str, local_dir: str | os.PathLike, *, revision: str | None = N
     return target
 
 
+PULLED_NAME = ".unetzoo-pull.json"  # the files the last pull installed, so the next one replaces only those
+
+
 def _install(staging: Path, target: Path) -> None:
     """Move a checked download into ``target``: the repository's other files first, then the
-    model's files together (config.json last, the mark of a whole model)."""
+    model's files together (config.json last, the mark of a whole model).
+
+    Files the previous pull installed (listed in :data:`PULLED_NAME`) and the revision no longer
+    has are removed; a file of the user's that the revision would overwrite is refused before
+    anything moves.
+    """
+    import json
+
     model = [n for n in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME) if (staging / n).is_file()]
-    for path in sorted(staging.rglob("*")):
-        relative = path.relative_to(staging)
-        if path.is_dir() or relative.parts[0] == ".cache" or str(relative) in model:
-            continue
-        (target / relative).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target / relative)
+    files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*")
+                   if p.is_file() and p.relative_to(staging).parts[0] != ".cache")
+    try:
+        listed = json.loads((target / PULLED_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = []
+    before = {n for n in listed if isinstance(n, str) and not Path(n).is_absolute() and ".." not in Path(n).parts}
+    theirs = before | {WEIGHTS_NAME, CARD_NAME, CONFIG_NAME}  # a model's own files are always replaced
+    clashes = [f for f in files if (target / f).is_dir() or ((target / f).exists() and f not in theirs)]
+    if clashes:
+        raise FileExistsError(
+            f"pulling into {target} would replace {', '.join(clashes[:3])}, which no earlier pull wrote there; "
+            "move them, or pull into a new folder"
+        )
+    for name in files:
+        if name not in model:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, target / name)
+    for name in sorted(before - set(files)):  # the previous revision's, gone from this one
+        (target / name).unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     with atomic_paths([target / n for n in model]) as tmps:
         for name, tmp in zip(model, tmps):
             os.replace(staging / name, tmp)
+    with atomic_paths([target / PULLED_NAME]) as (tmp,):
+        tmp.write_text(json.dumps(files), encoding="utf-8")
