@@ -142,8 +142,9 @@ def machine() -> dict:
     return info
 
 
-def run_size(args: argparse.Namespace, size: int) -> dict:
-    argv = [sys.executable, __file__, *sys.argv[1:], "--worker", str(size)]
+def run_size(args: argparse.Namespace, size: int, argv: list[str]) -> dict:
+    """One size in a fresh process, with the arguments ``main`` was given (``argv``)."""
+    argv = [sys.executable, __file__, *argv, "--worker", str(size)]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"size {size} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -196,16 +197,17 @@ def write_results(args: argparse.Namespace, rows: list[dict], fields: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(args)))
         return 0
-    command = shlex.join(["python", "benchmarks/bench_tiled.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/bench_tiled.py", *argv])
     info = machine()
     print(f"{command}\n" + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     rows: list[dict] = []
     for size in (int(s) for s in args.sizes.split(",")):
-        rows.append(run_size(args, size))
+        rows.append(run_size(args, size, argv))
         print(json.dumps(rows[-1]), flush=True)
     add_ratios(rows)
     fields = FIELDS + (["peak_gpu_gb"] if any("peak_gpu_gb" in r for r in rows) else [])

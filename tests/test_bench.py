@@ -254,7 +254,7 @@ def test_cli_bench_smoke(tmp_path):
     from unetzoo.cli import main
 
     code = main(["bench", "unet-classic", "--size", "32", "--train-size", "32", "--train-batch", "2",
-                 "--warmup", "0", "--repeats", "1", "--no-isolate", "--peak-max-n", "256",
+                 "--warmup", "1", "--repeats", "1", "--no-isolate", "--peak-max-n", "256",
                  "--out", str(tmp_path), "--tag", "smoke"])
     assert code == 0
     with (tmp_path / "smoke.csv").open() as f:
@@ -263,6 +263,64 @@ def test_cli_bench_smoke(tmp_path):
     assert all(float(r["gflops"]) > 0 and float(r["frac_of_peak"]) > 0 for r in rows)
     md = (tmp_path / "smoke.md").read_text()
     assert "unetzoo bench" in md and "Measured GEMM peak" in md and "| unet-classic | infer |" in md
+
+
+def test_cli_bench_writes_its_reports_as_one_set(tmp_path, capsys, monkeypatch):
+    """The reports were written one by one: a full disk left new CSV/markdown beside a truncated
+    JSON, and a run without --compare-smp left an earlier run's smp comparison beside its own."""
+    from unetzoo.cli import main
+
+    argv = ["bench", "unet-classic", "--size", "32", "--modes", "infer", "--variants", "eager", "--warmup", "1",
+            "--repeats", "1", "--no-isolate", "--peak-max-n", "128", "--out", str(tmp_path), "--tag", "t"]
+    (tmp_path / "t_vs_smp.csv").write_text("an earlier run's comparison\n")
+    assert main(argv) == 0
+    assert not (tmp_path / "t_vs_smp.csv").exists()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"t.csv", "t.md", "t.json"}
+    capsys.readouterr()
+    real = Path.write_text
+
+    def full_disk_for_json(self, *args, **kwargs):
+        if ".t.json." in self.name:  # the JSON report's temporary file
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk_for_json)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "cannot write the reports" in captured.err and "| unet-classic | infer |" in captured.out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_cli_bench_checks_its_output_and_baselines_before_measuring(tmp_path, capsys):
+    from unetzoo.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--out", str(tmp_path / "afile")], "is a file; give a folder for the reports"),
+        (["--baseline", "nosuch.py"], "--baseline 'nosuch.py': expected FILE.py:Builder"),
+        (["--baseline", str(tmp_path / "nosuch.py") + ":Net"], "there is no file"),
+        (["--warmup", "0"], None),  # argparse: at least one untimed call
+    ]
+    for extra, needle in cases:
+        try:
+            code = main(["bench", "unet-classic", "--out", str(tmp_path / "out"), *extra])
+        except SystemExit as exit_info:
+            code = exit_info.code
+        assert code == 2
+        err = capsys.readouterr().err
+        assert needle is None or needle in err, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_case_above_the_gemm_peak_is_flagged():
+    from unetzoo.bench.runner import add_peak_fraction
+
+    with pytest.warns(RuntimeWarning, match="the peak was measured while the machine was busy"):
+        row = add_peak_fraction({"name": "m", "dtype": "float32", "tflops_achieved": 0.5}, {"float32": 0.2e12})
+    assert row["frac_of_peak"] == pytest.approx(2.5) and row["peak_unreliable"] is True
+    assert "peak_unreliable" not in add_peak_fraction({"dtype": "float32", "tflops_achieved": 0.1},
+                                                      {"float32": 0.2e12})
 
 
 def test_cli_bench_checks_model_names_before_measuring(tmp_path, capsys):
@@ -443,7 +501,7 @@ def test_compare_smp_names_the_models_it_measures_without_a_twin(tmp_path, capsy
     from unetzoo.cli import main
 
     assert main(["bench", "unet-classic", "--compare-smp", "--modes", "infer", "--size", "32", "--repeats", "1",
-                 "--warmup", "0", "--variants", "eager", "--no-isolate", "--peak-max-n", "128",
+                 "--warmup", "1", "--variants", "eager", "--no-isolate", "--peak-max-n", "128",
                  "--out", str(tmp_path), "--tag", "t"]) == 0
     assert "--compare-smp: unet-classic has no pretrained-encoder twin in smp" in capsys.readouterr().err
     assert "unet-classic has no smp twin" in (tmp_path / "t.md").read_text(encoding="utf-8")

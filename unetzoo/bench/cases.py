@@ -1,11 +1,13 @@
 """One benchmark case: build a network, prepare it as the variant says, time it, count it.
 
-Networks are named as on the command line:
+A case's network (``Case.model``) is one of:
 
-* ``unet-resnet50`` — a unetzoo registry name (``Case.options`` go to :func:`unetzoo.create`);
-* ``smp:resnet50`` — ``segmentation_models_pytorch.Unet(encoder_name="resnet50")``;
-* ``path/to/file.py:Builder`` — ``Builder(num_classes=...)`` from a Python file (the plain
-  re-implementation of the seed's network in ``benchmarks/seed_resnet50_baseline.py``).
+* ``unet-resnet50`` — a unetzoo registry name (``Case.options`` go to :func:`unetzoo.create`;
+  the positional names of ``unetzoo bench``);
+* ``smp:resnet50`` — ``segmentation_models_pytorch.Unet(encoder_name="resnet50")`` (the
+  twins ``--compare-smp`` adds);
+* ``path/to/file.py:Builder`` — ``Builder(num_classes=...)`` from a Python file (``--baseline``;
+  the plain re-implementation of the seed's network in ``benchmarks/seed_resnet50_baseline.py``).
 
 Variants:
 
@@ -210,6 +212,10 @@ def run_case(case: Case) -> dict[str, Any]:
     # run the network once, then the warm-up calls (the first training step also creates the
     # optimizer state); a step's allocations are the same every call. The timed calls then run
     # without the sampling thread, which would otherwise compete with the compute threads.
+    if case.mode == "infer" and (getattr(model, "inference_options", None) or {}).get("compile"):
+        with torch.inference_mode():  # torch.compile compiles at the first call: its memory is not the model's
+            _infer_fn(model, x, autocast)()
+        synchronize(device)
     if device.type == "cpu":  # RSS growth from live memory only: free heap kept from the build goes back
         cpu_memory.release_free_memory()
     with MemoryMonitor(device, interval=0.005) as mem:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,18 +25,26 @@ _RESULT_COLUMNS = [
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """All rows, all keys (union, first-seen order)."""
+    """All rows, all keys (union, first-seen order), written atomically."""
+    from unetzoo._atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(csv_text(rows), encoding="utf-8", newline="")
+    return path
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`write_csv`'s text."""
     keys: dict[str, None] = {}
     for row in rows:
         keys.update(dict.fromkeys(row))
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(keys))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in keys})
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(keys))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return buffer.getvalue()
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -165,6 +174,9 @@ def plot_accuracy_latency(path: str | Path, points: Sequence[dict[str, Any]], *,
     ax.set_title(title or "accuracy vs latency (bubble area = parameters)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    from unetzoo._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return path

@@ -89,8 +89,9 @@ def run_benchmark(
     ``cases`` replaces the cross product of ``cfg`` by an explicit list (benchmark scripts);
     ``targets(rows, comparisons, peaks)`` returns target rows for the report.
     """
+    from unetzoo._atomic import atomic_paths
     from unetzoo.bench.hardware import machine_info
-    from unetzoo.bench.report import markdown_report, plot_accuracy_latency, plot_row, write_csv
+    from unetzoo.bench.report import csv_text, markdown_report, plot_accuracy_latency, plot_row
     from unetzoo.bench.runner import add_peak_fraction, run_cases
 
     out = Path(cfg.out_dir)
@@ -140,17 +141,25 @@ def run_benchmark(
         plot_accuracy_latency(out / plot_name, points)
     md = markdown_report(title=title, command=command, machine=machine, peaks=peaks, rows=rows,
                          comparisons=comparisons, targets=target_rows, notes=notes, plot=plot_name)
-    paths = {
-        "csv": write_csv(out / f"{cfg.tag}.csv", rows),
-        "markdown": out / f"{cfg.tag}.md",
-        "json": out / f"{cfg.tag}.json",
-    }
-    if comparisons:
-        paths["comparisons_csv"] = write_csv(out / f"{cfg.tag}_vs_smp.csv", comparisons)
-    paths["markdown"].write_text(md, encoding="utf-8")
     record = {"command": command, "machine": machine, "config": asdict(cfg), "peaks": peaks, "rows": rows,
               "comparisons": comparisons, "accuracy": accuracy, "targets": target_rows}
-    paths["json"].write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    texts = {"csv": csv_text(rows), "json": json.dumps(record, indent=1, default=str)}
+    if comparisons:
+        texts["comparisons_csv"] = csv_text(comparisons)
+    texts["markdown"] = md  # last: the report that names the others marks the set complete
+    names = {"csv": f"{cfg.tag}.csv", "json": f"{cfg.tag}.json", "comparisons_csv": f"{cfg.tag}_vs_smp.csv",
+             "markdown": f"{cfg.tag}.md"}
+    paths = {key: out / names[key] for key in texts}
+    try:  # one set: a failed write leaves an earlier run's reports whole
+        with atomic_paths(list(paths.values())) as tmps:
+            for key, tmp in zip(paths, tmps):
+                tmp.write_text(texts[key], encoding="utf-8", newline="" if key.endswith("csv") else None)
+    except OSError:
+        print(md)  # the measurements are not lost with the files
+        raise
+    for stale, present in ((f"{cfg.tag}_vs_smp.csv", bool(comparisons)), (f"{cfg.tag}.png", bool(plot_name))):
+        if not present:  # an earlier run's under this tag, which this run's set does not have
+            (out / stale).unlink(missing_ok=True)
     if plot_name:
         paths["plot"] = out / plot_name
     _log("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,12 +44,17 @@ def run_isolated(case_dict: dict[str, Any], *, threads: int | None = None, timeo
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     except subprocess.TimeoutExpired:
-        return {**case_dict, "error": f"timed out after {timeout:.0f} s"}
+        return {**case_dict, "name": _label(case_dict), "error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {**case_dict, "error": f"worker exited with {proc.returncode}: {tail[0][:300]}"}
+    return {**case_dict, "name": _label(case_dict), "error": f"worker exited with {proc.returncode}: {tail[0][:300]}"}
+
+
+def _label(case_dict: dict[str, Any]) -> str:
+    """The name a row shows: the case's label (``unet-resnet50 [smp-dec]``) or its model."""
+    return case_dict.get("label") or case_dict.get("model", "?")
 
 
 def add_peak_fraction(row: dict[str, Any], peaks: dict[str, float]) -> dict[str, Any]:
@@ -59,6 +65,12 @@ def add_peak_fraction(row: dict[str, Any], peaks: dict[str, float]) -> dict[str,
         row["frac_of_peak"] = row["tflops_achieved"] * 1e12 / peak
         if "tflops_best" in row:
             row["frac_of_peak_best"] = row["tflops_best"] * 1e12 / peak
+        if row["frac_of_peak"] > 1.0:  # a case cannot beat the GEMM peak: the peak was measured under load
+            row["peak_unreliable"] = True
+            warnings.warn(f"{row.get('name', row.get('model'))}: {row['frac_of_peak']:.0%} of the measured "
+                          f"{row.get('dtype')} GEMM peak; the peak was measured while the machine was busy, so the "
+                          "'% of peak' figures are not meaningful: rerun on an idle machine", RuntimeWarning,
+                          stacklevel=2)
     return row
 
 

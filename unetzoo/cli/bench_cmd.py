@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
-from unetzoo.cli.options import non_negative_int, positive_int
+from unetzoo.cli.options import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--smp-variants", nargs="+", default=["eager", "cl"], choices=["eager", "cl"])
     p.add_argument("--baseline", action="append", default=[], metavar="FILE.py:Builder",
                    help="extra network built by Builder(num_classes=...) from a Python file (repeatable)")
-    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls before timing")
+    p.add_argument("--warmup", type=positive_int, default=2,
+                   help="untimed calls before timing (at least 1: the first call allocates and picks kernels)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed calls per case")
     p.add_argument("--min-time", type=float, default=0.0, help="keep timing until this many seconds")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
@@ -65,6 +67,33 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+def _baseline_problem(baselines: list[str]) -> str | None:
+    """What is wrong with a ``--baseline FILE.py:Builder`` (said before anything is measured)."""
+    for spec in baselines:
+        path, sep, builder = spec.rpartition(":")
+        if not sep or not path or not builder.isidentifier():
+            return (f"--baseline {spec!r}: expected FILE.py:Builder, e.g. "
+                    "benchmarks/seed_resnet50_baseline.py:SeedUnet")
+        if not Path(path).is_file():
+            return f"--baseline {spec!r}: there is no file {path}"
+    return None
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why the reports could not be written to ``out`` (found out before measuring, not after)."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder for the reports"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        return f"--out {out}: cannot write there ({err.strerror or err})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from unetzoo.bench.run import run_benchmark
     from unetzoo.registry import UnknownModelError, get_spec
@@ -83,11 +112,20 @@ def run(args: argparse.Namespace) -> int:
         except UnknownModelError as err:
             print(f"unetzoo bench: error: {err.args[0]}", file=sys.stderr)
             return 2
+    problem = _baseline_problem(args.baseline or []) or _unwritable(Path(args.out))
+    if problem:
+        print(f"unetzoo bench: error: {problem}", file=sys.stderr)
+        return 2
     if "bench" in sys.argv[1:2]:
         command = "unetzoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     else:  # called as unetzoo.cli.main([...]) from Python
         command = f"unetzoo bench (from Python) with {cfg}"
-    out = run_benchmark(cfg, command=command)
+    try:
+        out = run_benchmark(cfg, command=command)
+    except OSError as err:
+        print(f"unetzoo bench: error: cannot write the reports to {args.out}: {err} (the report is printed above)",
+              file=sys.stderr)
+        return 2
     failed = [r for r in out["rows"] if "error" in r]
     print(out["paths"]["markdown"].read_text(encoding="utf-8"))
     if failed:
