@@ -182,6 +182,35 @@ def test_resuming_a_finished_run_says_so_and_fewer_epochs_are_refused(tmp_path: 
         fit({**cfg, "epochs": 1, "resume": True})
 
 
+def test_a_failed_config_write_keeps_the_runs_config_and_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    """config.yaml was written in place: a full disk left a third of it, and the next --resume
+    failed with a misleading config error."""
+    from unetzoo.cli import main
+
+    data = make_blobs(tmp_path / "data", n=12)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, tmp_path / "run", epochs=1)))
+    assert main(["train", "--config", str(config)]) == 0
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if self.name.startswith(".config.yaml."):
+            real(self, text[: len(text) // 3], *args, **kwargs)
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    capsys.readouterr()
+    assert main(["train", "-o", str(tmp_path / "run"), "--resume", "epochs=2"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "continue with --resume" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(["train", "-o", str(tmp_path / "run"), "--resume", "epochs=2"]) == 0
+
+
 def test_a_fresh_run_sets_the_earlier_one_aside_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Starting afresh over a finished run moves its files to previous_run/ at once: a fresh run
     killed before its first epoch leaves no state that --resume would take for its own, and the

@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"unetzoo train: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only output folder: the run's last committed epoch is kept
+        print(f"unetzoo train: error: {err}; the last committed epoch is kept (continue with --resume once "
+              "the output folder is writable)", file=sys.stderr)
+        return 1
     except FloatingPointError as err:  # a diverged run: the message names the epoch and the fixes
         print(f"unetzoo train: error: {err}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from unetzoo import cpu_memory
+from unetzoo._atomic import atomic_path
 from unetzoo.train import builders, checkpoint, distributed, plots, records
 from unetzoo.train.config import ConfigError, TrainConfig, apply_overrides, config_diff, load_config
 from unetzoo.train.depthwise import float32_depthwise, restore_depthwise
@@ -258,7 +259,8 @@ class Trainer:
             return self._result(0.0)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+            with atomic_path(self.out / "config.yaml") as tmp:  # what --resume reads: never half written
+                tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
             dw = f" ({n} depthwise convolutions train in fp32)" if (n := self.fp32_depthwise_count) else ""
             self.log(f"{cfg.model.name} on {self.device} ({self.dist.world_size} process(es)), precision "
                      f"{self.precision}{dw}, output {self.out}\n{self.data.summary}")

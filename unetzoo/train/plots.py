@@ -40,10 +40,11 @@ def _finish_layout(fig, title: str) -> None:
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    from unetzoo._atomic import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # removed when the write fails
+        fig.savefig(tmp)
     return path
 
 

@@ -21,9 +21,10 @@ JSONL_NAME, CSV_NAME = "metrics.jsonl", "metrics.csv"
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from unetzoo._atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a unique temporary name, removed when the write fails
+        tmp.write_text(text, encoding="utf-8")
 
 
 def json_safe(value: Any) -> Any:
