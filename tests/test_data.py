@@ -300,6 +300,20 @@ def test_validate_finds_each_problem_and_skips(tmp_path):
     assert validate_dataset(index_masks, num_classes=8, skip_bad=True).num_samples == 3
 
 
+def test_bad_label_errors_point_at_the_likely_cause(tmp_path):
+    """A value made by the label_map was blamed on the file (with advice to skip it), and grey
+    levels of a palette mask saved as grey got 'set num_classes to at least 221'."""
+    _folder(tmp_path, n=2)
+    _save(tmp_path / "masks" / "s0.png", np.where(np.arange(80).reshape(8, 10) % 2, 3, 0))
+    with pytest.raises(DataError, match=r"label values \[7\] \(after label_map\) .*they come from label_map "
+                                        r"\{3: 7\}: map to classes 0\.\.3"):
+        validate_dataset(SegmentationFolder(tmp_path, binary=False, label_map={3: 7}), num_classes=4)
+    grey = np.array([0, 38, 113, 220] * 20).reshape(8, 10)
+    _save(tmp_path / "masks" / "s0.png", grey)
+    with pytest.raises(DataError, match=r"grey levels of colours .* label_map, e\.g\. \{38: 1, 113: 2, 220: 3\}"):
+        validate_dataset(SegmentationFolder(tmp_path, binary=False), num_classes=4)
+
+
 def test_auto_mode_refuses_masks_it_would_read_two_ways(tmp_path):
     """binary=None decides mask by mask. An index-mask dataset where one mask holds only
     background and ignore (0 and 255) would turn that mask's ignored pixels into class 1:
@@ -318,7 +332,8 @@ def test_auto_mode_refuses_masks_it_would_read_two_ways(tmp_path):
     assert report.class_pixels == [28, 0, 4, 4] and report.ignored_pixels == 12
     # a multi-class model on 0/255-only masks: the same question
     _save(tmp_path / "masks" / "a.png", [[0, 255, 0, 255, 0, 0]] * 4)
-    with pytest.raises(DataError, match="num_classes is 4"):
+    with pytest.raises(DataError, match=r"num_classes is 4\. For binary 0/255 masks set num_classes=2 "
+                                        r"\(model\.num_classes: 2; or 1 with a bce loss\)"):
         validate_dataset(ds, num_classes=4)
     # two classes: 0/255, all-background and 0/1 masks together are fine
     _save(tmp_path / "images" / "c.png", np.zeros((4, 6, 3)))

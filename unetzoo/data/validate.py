@@ -101,10 +101,20 @@ def _check_labels(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.n
     return values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
 
 
-def _label_fix(bad: np.ndarray, num_classes: int) -> str:
+def _label_fix(bad: np.ndarray, num_classes: int, label_map: dict | None = None) -> str:
+    values = sorted(set(bad.tolist()))
+    if label_map and set(values) <= set(label_map.values()):  # the map made them, not the file
+        made = {k: v for k, v in label_map.items() if v in values}
+        return (f"they come from label_map {made}: map to classes 0..{num_classes - 1}, or set num_classes to at "
+                f"least {max(values) + 1}")
     fix = f"set num_classes to at least {int(bad.max()) + 1} or map raw values to classes with label_map"
-    if num_classes == 2 and set(bad.tolist()) <= set(range(1, 255)):
+    if num_classes == 2 and set(values) <= set(range(1, 255)):
         fix = "for 0/255 masks with soft edges pass binary=True (threshold at 128); else " + fix
+    elif len(values) <= 8 and min(values) > 2 * num_classes:  # a few scattered values: grey levels, not classes
+        example = {v: i + 1 for i, v in enumerate(values[:3])}
+        fix = (f"a few scattered values like these are usually grey levels of colours (a palette mask saved as "
+               f"grey?), not class indices: map them with label_map, e.g. {example}, or restore the palette "
+               f"masks; else {fix}")
     return fix
 
 
@@ -154,9 +164,14 @@ def _check_auto_binary(read_as: dict[str, list[Path]], num_classes: int, where: 
     binary, index = read_as["0/255"], read_as["index"]
     if not binary or (not index and num_classes <= 2):
         return
+    if not index:  # only 0/255 masks: most likely binary masks and a num_classes meant for more
+        raise DataError(
+            f"{where}: {len(binary)} mask(s) hold only 0 and 255 (e.g. {binary[0]}) but num_classes is {num_classes}. "
+            "For binary 0/255 masks set num_classes=2 (model.num_classes: 2; or 1 with a bce loss); if 255 marks "
+            "ignored pixels of index masks, say binary=False (data.binary: false)"
+        )
     found = (f"{len(binary)} mask(s) hold only 0 and 255 (e.g. {binary[0]}) and {len(index)} hold other "
-             f"values (e.g. {index[0]})" if index else
-             f"{len(binary)} mask(s) hold only 0 and 255 (e.g. {binary[0]}) but num_classes is {num_classes}")
+             f"values (e.g. {index[0]})")
     raise DataError(
         f"cannot tell how to read the masks of {where}: {found}. Auto mode would read the first as 0/255 "
         "masks (255 -> class 1) and keep the others' values. Say which reading is meant: binary=False "
@@ -205,8 +220,10 @@ def _check_sample(ds: Dataset, index: int, num_classes: int, ignore_index: int, 
         return DataProblem(mask_path, "size_mismatch", msg, index), None
     bad = _check_labels(mask, num_classes, ignore_index)
     if bad.size:
-        msg = (f"mask {mask_path} has label values {bad.tolist()[:8]} outside classes 0..{num_classes - 1} "
-               f"and ignore_index {ignore_index}; {_label_fix(bad, num_classes)}")
+        label_map = getattr(ds, "label_map", None)
+        mapped = " (after label_map)" if label_map else ""
+        msg = (f"mask {mask_path} has label values {bad.tolist()[:8]}{mapped} outside classes 0..{num_classes - 1} "
+               f"and ignore_index {ignore_index}; {_label_fix(bad, num_classes, label_map)}")
         return DataProblem(mask_path, "bad_labels", msg, index), None
     return None, mask
 
