@@ -500,3 +500,11 @@ def test_preprocessing_matches_an_independent_computation():
     with pytest.raises(ValueError, match="3 channels"):
         pre.normalize(torch.rand(1, 4, 2, 2))
     assert Preprocessing.from_dict(pre.to_dict()) == pre
+    # 16-bit images (torchvision.io reads 16-bit PNGs as uint16): scaled by 65535, as the readers do
+    deep = torch.randint(0, 65536, (3, 5, 7), dtype=torch.int32)
+    expected = (deep.numpy().astype(np.float64) / 65535 - np.array([0.1, 0.5, 0.9])[:, None, None]) / np.array(
+        [0.2, 0.25, 0.5]
+    )[:, None, None]
+    np.testing.assert_allclose(pre(deep.to(torch.uint16)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="expected a uint8, 16-bit or float image tensor, got torch.int64"):
+        pre(deep.long())

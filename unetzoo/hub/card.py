@@ -83,9 +83,9 @@ def model_card(
     ]
     if dtype:
         usage.append(f"x = preprocess(image).unsqueeze(0).to(torch.{dtype})  # the weights are {dtype}")
-        usage.append("logits = model(x)                               # image: uint8 tensor (C, H, W)")
+        usage.append("logits = model(x)                               # image: uint8 or uint16 tensor (C, H, W)")
     else:
-        usage.append("logits = model(preprocess(image).unsqueeze(0))  # image: uint8 tensor (C, H, W)")
+        usage.append("logits = model(preprocess(image).unsqueeze(0))  # image: uint8 or uint16 tensor (C, H, W)")
     lines += ["", "## Usage", "", "```python", *usage, "```", "",
               f"Preprocessing: scale to [0, 1], then normalise with mean {pre['mean']} and std {pre['std']}."]
     if dtype:

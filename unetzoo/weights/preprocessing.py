@@ -72,13 +72,18 @@ class Preprocessing:
         return (x - mean) / std
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Scale a ``uint8`` image to ``[0, 1]`` (float images are taken as already scaled) and normalise."""
+        """Scale a ``uint8`` (or 16-bit) image to ``[0, 1]`` and normalise; float images are taken
+        as already scaled. 16-bit images are divided by 65535, as the training readers and
+        :func:`unetzoo.predict` read 16-bit files."""
         import torch
 
         if image.dtype == torch.uint8:
             image = image.float().div_(255.0)
+        elif image.dtype == getattr(torch, "uint16", None):  # torchvision.io reads 16-bit PNGs so
+            image = image.float().div_(65535.0)
         elif not image.is_floating_point():
-            raise TypeError(f"expected a uint8 or float image tensor, got {image.dtype}")
+            raise TypeError(f"expected a uint8, 16-bit or float image tensor, got {image.dtype}; convert it with "
+                            ".float() / its maximum value")
         return self.normalize(image)
 
     def for_channels(self, in_chans: int) -> Preprocessing:
