@@ -9,6 +9,7 @@ and the Hub methods.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -329,15 +330,12 @@ class SegmentationModel(UnetZooModel):
             f"least {smallest} px; pad or resize the image (unetzoo.predict pads small images for you)"
         )
 
-    @property
+    @functools.cached_property
     def min_input_size(self) -> int:
         """The shortest side this network runs. 1 for most; more for backbones of unpadded
         convolutions (inception_v3: 65 px), found once by running the encoder on zero images of
         growing size (eval mode, no gradients). :func:`unetzoo.predict` zero-pads smaller images
         to it."""
-        cached = self.__dict__.get("_min_input_size")
-        if cached is not None:
-            return cached
         m = self.pad_multiple
         param = next(self.encoder.parameters(), None)
         smallest = 1
@@ -353,7 +351,6 @@ class SegmentationModel(UnetZooModel):
                         continue
                     smallest = padded - m + 1
                     break
-        self.__dict__["_min_input_size"] = smallest
         return smallest
 
     @property

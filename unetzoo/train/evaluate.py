@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -95,9 +94,8 @@ def _logits(model: nn.Module, images: torch.Tensor, tile: int | None, dtype: tor
 
     if whole:  # padded to the stride before flipping, as predict's window is: the padding flips too
         activation = _activation(model)
-        h, w = images.shape[-2:]
-        m = int(getattr(model, "pad_multiple", None) or 1)
-        padded = F.pad(images, (0, -(-w // m) * m - w, 0, -(-h // m) * m - h))
+        pad = getattr(model, "_pad", None)  # the model's own padding (UnetZooModel)
+        padded, h, w = pad(images) if pad is not None else (images, *images.shape[-2:])
         probs = flip_averaged(lambda x: activation(model(x)), padded)[..., :h, :w]
     else:
         size = None if valid_conv else tile  # predict's default tile for valid networks (572)
