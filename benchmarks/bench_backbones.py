@@ -225,7 +225,7 @@ def accuracy_part(args: argparse.Namespace, command: str) -> dict:
 
     from unetzoo.bench.accuracy import accuracy_by_decoder_norm, accuracy_recipe, default_data_root, describe_recipe
     from unetzoo.bench.hardware import machine_info
-    from unetzoo.bench.report import write_csv
+    from unetzoo.bench.report import csv_text, write_reports
 
     root = args.accuracy_data or default_data_root()
     if not root:
@@ -240,12 +240,14 @@ def accuracy_part(args: argparse.Namespace, command: str) -> dict:
     machine["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     machine["elapsed"] = f"{time.time() - start:.0f} s"
     recipe = describe_recipe(accuracy_recipe("MODEL", root, epochs=args.accuracy_epochs))
-    paths = {"csv": write_csv(out / f"{args.tag}.csv", rows), "markdown": out / f"{args.tag}.md",
-             "json": out / f"{args.tag}.json"}
-    paths["markdown"].write_text(accuracy_markdown(rows, args.decoder_norms, command=command, machine=machine,
-                                                   recipe=recipe), encoding="utf-8")
     record = {"command": command, "machine": machine, "recipe": recipe, "rows": rows}
-    paths["json"].write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    paths = {"csv": out / f"{args.tag}.csv", "json": out / f"{args.tag}.json", "markdown": out / f"{args.tag}.md"}
+    write_reports({
+        paths["csv"]: csv_text(rows),
+        paths["json"]: json.dumps(record, indent=1, default=str),
+        paths["markdown"]: accuracy_markdown(rows, args.decoder_norms, command=command, machine=machine,
+                                             recipe=recipe),
+    })
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return {**record, "paths": paths}
 

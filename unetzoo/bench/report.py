@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_csv", "markdown_report", "plot_accuracy_latency", "results_table", "plot_row"]
+__all__ = ["csv_text", "write_reports", "markdown_report", "plot_accuracy_latency", "results_table", "plot_row"]
 
 _RESULT_COLUMNS = [
     ("name", "model", "{}"), ("mode", "mode", "{}"), ("dtype", "dtype", "{}"), ("variant", "variant", "{}"),
@@ -24,18 +24,20 @@ _RESULT_COLUMNS = [
 ]
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """All rows, all keys (union, first-seen order), written atomically."""
-    from unetzoo._atomic import atomic_path
+def write_reports(texts: dict[Path, str]) -> dict[Path, str]:
+    """Write a run's report files as one set: all are written before any is replaced, and the
+    last one (the markdown report that names the others) is replaced last, so a failed write
+    leaves an earlier run's set whole. Returns ``texts``."""
+    from unetzoo._atomic import atomic_paths
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(csv_text(rows), encoding="utf-8", newline="")
-    return path
+    with atomic_paths(list(texts)) as tmps:
+        for (path, text), tmp in zip(texts.items(), tmps):
+            tmp.write_text(text, encoding="utf-8", newline="" if path.suffix == ".csv" else None)
+    return texts
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    """:func:`write_csv`'s text."""
+    """All rows, all keys (union, first-seen order), as CSV."""
     keys: dict[str, None] = {}
     for row in rows:
         keys.update(dict.fromkeys(row))

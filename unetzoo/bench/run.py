@@ -89,9 +89,8 @@ def run_benchmark(
     ``cases`` replaces the cross product of ``cfg`` by an explicit list (benchmark scripts);
     ``targets(rows, comparisons, peaks)`` returns target rows for the report.
     """
-    from unetzoo._atomic import atomic_paths
     from unetzoo.bench.hardware import machine_info
-    from unetzoo.bench.report import csv_text, markdown_report, plot_accuracy_latency, plot_row
+    from unetzoo.bench.report import csv_text, markdown_report, plot_accuracy_latency, plot_row, write_reports
     from unetzoo.bench.runner import add_peak_fraction, run_cases
 
     out = Path(cfg.out_dir)
@@ -143,17 +142,15 @@ def run_benchmark(
                          comparisons=comparisons, targets=target_rows, notes=notes, plot=plot_name)
     record = {"command": command, "machine": machine, "config": asdict(cfg), "peaks": peaks, "rows": rows,
               "comparisons": comparisons, "accuracy": accuracy, "targets": target_rows}
-    texts = {"csv": csv_text(rows), "json": json.dumps(record, indent=1, default=str)}
+    paths = {"csv": out / f"{cfg.tag}.csv", "json": out / f"{cfg.tag}.json"}
+    texts = [csv_text(rows), json.dumps(record, indent=1, default=str)]
     if comparisons:
-        texts["comparisons_csv"] = csv_text(comparisons)
-    texts["markdown"] = md  # last: the report that names the others marks the set complete
-    names = {"csv": f"{cfg.tag}.csv", "json": f"{cfg.tag}.json", "comparisons_csv": f"{cfg.tag}_vs_smp.csv",
-             "markdown": f"{cfg.tag}.md"}
-    paths = {key: out / names[key] for key in texts}
-    try:  # one set: a failed write leaves an earlier run's reports whole
-        with atomic_paths(list(paths.values())) as tmps:
-            for key, tmp in zip(paths, tmps):
-                tmp.write_text(texts[key], encoding="utf-8", newline="" if key.endswith("csv") else None)
+        paths["comparisons_csv"] = out / f"{cfg.tag}_vs_smp.csv"
+        texts.append(csv_text(comparisons))
+    paths["markdown"] = out / f"{cfg.tag}.md"  # last: the report that names the others
+    texts.append(md)
+    try:
+        write_reports(dict(zip(paths.values(), texts)))
     except OSError:
         print(md)  # the measurements are not lost with the files
         raise
