@@ -50,9 +50,9 @@ def resolve_options(spec: ModelSpec, options: Mapping[str, Any]) -> dict[str, An
         )
     merged = {**valid, **options}
     for key, example in (("num_classes", 2), ("in_chans", 3)):
-        value = merged.get(key)
-        if key not in merged:
+        if key not in merged:  # a builder without the option
             continue
+        value = merged[key]
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{key} must be a positive whole number (e.g. {key}={example}), got {value!r}")
         merged[key] = int(value)
